@@ -1,0 +1,8 @@
+"""Output layers. Importing this package registers them: `dense`, `masked`, `ffi`."""
+
+from bench.classifiers.base import Classifier
+from bench.classifiers.dense import DenseClassifier
+from bench.classifiers.fixed_fan_in import FixedFanInClassifier
+from bench.classifiers.masked import MaskedClassifier
+
+__all__ = ["Classifier", "DenseClassifier", "FixedFanInClassifier", "MaskedClassifier"]

@@ -1,0 +1,265 @@
+"""Run configuration: one frozen dataclass per concern, resolved from defaults, a method's
+preset, an optional YAML file and ``a.b=c`` overrides (in that order, later wins).
+
+Every field carries a one-line comment; ``xmc-bench run --help-config`` prints them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "synthetic"  # dataset; `synthetic` is built in (no download)
+    num_labels: int = 4096  # synthetic: size of the label space L
+    num_train: int = 20000  # synthetic: training points
+    num_test: int = 4000  # synthetic: test points
+    num_features: int = 20000  # synthetic: bag-of-words vocabulary size
+    avg_labels_per_point: float = 5.0  # synthetic: mean number of positive labels per point
+    zipf_exponent: float = 1.0  # synthetic: label frequency ~ rank^-exponent
+    seed: int = 0  # synthetic: data seed (kept apart from the run seed so seeds vary the model only)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    classifier: str = "dense"  # registered classifier name (`xmc-bench list`)
+    encoder: str = "bow"  # encoder: `bow` (TF-IDF EmbeddingBag)
+    embed_dim: int = 256  # d: encoder output size = classifier input size
+    activation: str = "relu"  # encoder nonlinearity: relu | gelu | tanh | none
+    dropout: float = 0.0  # dropout on the encoder output
+    fan_in: int = 32  # k: inputs per label for fixed fan-in classifiers
+    density: float = 0.0  # masked classifier density; 0 means fan_in / embed_dim (same sparsity as ffi)
+    label_chunk: int = 16384  # labels per slice in streaming top-k inference
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 3  # passes over the training set
+    max_steps: int = 0  # stop after this many optimiser steps (0: no limit)
+    batch_size: int = 256  # training batch size
+    lr_encoder: float = 2e-3  # AdamW learning rate of the encoder
+    weight_decay_encoder: float = 0.01  # AdamW weight decay of the encoder
+    lr_classifier: float = 0.05  # SGD learning rate of the classifier (the paper's setup)
+    momentum: float = 0.9  # SGD momentum of the classifier
+    weight_decay_classifier: float = 1e-4  # SGD weight decay of the classifier
+    warmup_steps: int = 20  # linear warm-up steps before the cosine decay
+    log_every: int = 10  # log the training loss every this many steps
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 1024  # test batch size for streaming top-k evaluation
+    max_k: int = 5  # metrics at k = 1, 3, 5 (those <= max_k)
+    propensity_a: float = 0.55  # Jain et al. propensity parameter A
+    propensity_b: float = 1.5  # Jain et al. propensity parameter B
+    every_epoch: bool = True  # evaluate after every epoch (else only after the last)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    wandb: str = "offline"  # offline | online | disabled; the local JSONL record is written regardless
+    project: str = "xmc-dst-bench"  # W&B project
+    wandb_dir: str = ""  # where W&B writes its run folders ("" means <results_dir>/wandb)
+    group: str = ""  # W&B group (the suite sets one per invocation)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str = ""  # registered method (preset); its overrides apply before the user's
+    seed: int = 0  # run seed: model init, shuffling
+    results_dir: str = "results"  # where run records (runs.jsonl) and W&B folders go
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# Allowed values for string fields whose choices are fixed here; registered names are
+# checked where they are looked up (the registry suggests close matches).
+CHOICES = {
+    "model.encoder": ("bow",),
+    "model.activation": ("relu", "gelu", "tanh", "none"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "tracking.wandb": ("offline", "online", "disabled"),
+}
+
+
+def field_docs(cls=RunConfig, prefix: str = "") -> dict[str, tuple[str, Any, str]]:
+    """``{dotted key: (type name, default, comment)}`` for every leaf field."""
+    import inspect
+
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        name, sep, rest = line.strip().partition(":")
+        if sep and "#" in rest:
+            comments[name] = rest.split("#", 1)[1].strip()
+    hints = typing.get_type_hints(cls)
+    out = {}
+    default = cls()
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(field_docs(hints[f.name], key + "."))
+        else:
+            out[key] = (hints[f.name].__name__, getattr(default, f.name), comments.get(f.name, ""))
+    return out
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(values: dict) -> RunConfig:
+    """Rebuild a config from ``to_dict`` output (or a nested YAML mapping), checking every key."""
+    return apply_overrides(RunConfig(), flatten(values))
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Stable identity of a resolved config: runs with the same hash are the same experiment."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. data.num_labels=4096)")
+    return key.strip(), value.strip()
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Return a copy of ``cfg`` with dotted ``overrides`` applied; values may be strings (CLI)
+    or already-typed values (presets, YAML)."""
+    known = field_docs()
+    for key, value in overrides.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown config key {key!r}{hint} (see `xmc-bench run --help-config`)")
+        cfg = _replace_path(cfg, key.split("."), _coerce(key, known[key][0], value))
+    return cfg
+
+
+def _replace_path(obj, path: list[str], value):
+    if len(path) == 1:
+        return dataclasses.replace(obj, **{path[0]: value})
+    return dataclasses.replace(obj, **{path[0]: _replace_path(getattr(obj, path[0]), path[1:], value)})
+
+
+def _coerce(key: str, type_name: str, value: Any) -> Any:
+    try:
+        if type_name == "bool":
+            if isinstance(value, bool):
+                out = value
+            elif str(value).lower() in ("1", "true", "yes", "on"):
+                out = True
+            elif str(value).lower() in ("0", "false", "no", "off"):
+                out = False
+            else:
+                raise ValueError
+        elif type_name == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            out = int(value) if not isinstance(value, str) else int(value.replace("_", ""))
+        elif type_name == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+        else:
+            out = str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {key!r} expects a {type_name}, got {value!r}") from None
+    if key in CHOICES and out not in CHOICES[key]:
+        raise ConfigError(f"config key {key!r} must be one of {', '.join(CHOICES[key])}; got {out!r}")
+    return out
+
+
+def check(cfg: RunConfig) -> None:
+    """Reject impossible configs before anything runs, naming the field."""
+    positive = {
+        "data.num_labels": cfg.data.num_labels,
+        "data.num_train": cfg.data.num_train,
+        "data.num_test": cfg.data.num_test,
+        "data.num_features": cfg.data.num_features,
+        "model.embed_dim": cfg.model.embed_dim,
+        "model.fan_in": cfg.model.fan_in,
+        "model.label_chunk": cfg.model.label_chunk,
+        "train.batch_size": cfg.train.batch_size,
+        "eval.batch_size": cfg.eval.batch_size,
+        "eval.max_k": cfg.eval.max_k,
+        "train.log_every": cfg.train.log_every,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"config key {key!r} must be positive, got {value}")
+    nonneg = {
+        "train.epochs": cfg.train.epochs,
+        "train.max_steps": cfg.train.max_steps,
+        "train.warmup_steps": cfg.train.warmup_steps,
+        "train.threads": cfg.train.threads,
+    }
+    for key, value in nonneg.items():
+        if value < 0:
+            raise ConfigError(f"config key {key!r} must be >= 0, got {value}")
+    if cfg.train.epochs == 0 and cfg.train.max_steps == 0:
+        raise ConfigError("set train.epochs or train.max_steps: both are 0, so nothing would train")
+    if not 0.0 <= cfg.model.density <= 1.0:
+        raise ConfigError(f"config key 'model.density' must be in [0, 1], got {cfg.model.density}")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise ConfigError(f"config key 'model.dropout' must be in [0, 1), got {cfg.model.dropout}")
+
+
+def resolve(overrides: list[str] | dict[str, Any], yaml_path: str | Path | None = None) -> RunConfig:
+    """defaults ← method preset ← YAML file ← overrides. ``method`` may come from either source."""
+    from bench.registry import get_method
+
+    user: dict[str, Any] = {}
+    if yaml_path is not None:
+        user.update(load_yaml(yaml_path))
+    user.update(dict(parse_override(o) for o in overrides) if isinstance(overrides, list) else overrides)
+    cfg = RunConfig()
+    method = str(user.get("method", "") or "")
+    if method:
+        cfg = apply_overrides(cfg, get_method(method).overrides)
+    cfg = apply_overrides(cfg, user)
+    check(cfg)
+    return cfg
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of config keys, got {type(values).__name__}")
+    return flatten(values)

@@ -1,0 +1,20 @@
+import os
+
+import pytest
+
+# Tests never talk to a W&B server; offline runs are written under each test's tmp_path.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+TINY = [
+    "data.num_labels=64", "data.num_train=400", "data.num_test=120", "data.num_features=600",
+    "data.avg_labels_per_point=3", "model.embed_dim=32", "model.fan_in=8", "train.epochs=1",
+    "train.batch_size=64", "eval.batch_size=50", "model.label_chunk=24",
+]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path):
+    """A run that takes about a second: tiny synthetic data, tiny model, W&B off."""
+    return [*TINY, f"results_dir={tmp_path / 'results'}", "tracking.wandb=disabled"]
