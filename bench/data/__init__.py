@@ -1,0 +1,1 @@
+"""Datasets: XC-format readers, the synthetic generator, batching and propensities."""

@@ -1,0 +1,93 @@
+"""XMCDataset: the train/test feature and label matrices of one dataset, as host CSR matrices.
+
+Every dataset — synthetic or read from the XC repository — ends up here, so the rest of the
+suite sees one shape: ``train_x [N, V]`` features, ``train_y [N, L]`` binary labels, and the
+same for the test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.errors import BenchError
+from bench.sparse import CSR
+
+
+@dataclass
+class XMCDataset:
+    name: str
+    train_x: CSR  # [num_train, num_features] float32 (e.g. TF-IDF)
+    train_y: CSR  # [num_train, num_labels] binary
+    test_x: CSR  # [num_test, num_features]
+    test_y: CSR  # [num_test, num_labels]
+    meta: dict = field(default_factory=dict)  # where it came from: generator parameters, file paths
+
+    @property
+    def num_features(self) -> int:
+        return self.train_x.num_cols
+
+    @property
+    def num_labels(self) -> int:
+        return self.train_y.num_cols
+
+    @property
+    def num_train(self) -> int:
+        return self.train_x.num_rows
+
+    @property
+    def num_test(self) -> int:
+        return self.test_x.num_rows
+
+    def validate(self) -> "XMCDataset":
+        """Check that the four matrices fit together; raise ``BenchError`` naming the mismatch."""
+        where = f"dataset {self.name!r}"
+        for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+            if x.num_rows != y.num_rows:
+                raise BenchError(
+                    f"{where}: {split}_x has {x.num_rows} rows but {split}_y has {y.num_rows}; "
+                    "expected one label row per feature row"
+                )
+        if self.test_x.num_cols != self.train_x.num_cols:
+            raise BenchError(
+                f"{where}: test_x has {self.test_x.num_cols} features but train_x has {self.train_x.num_cols}"
+            )
+        if self.test_y.num_cols != self.train_y.num_cols:
+            raise BenchError(
+                f"{where}: test_y has {self.test_y.num_cols} labels but train_y has {self.train_y.num_cols}"
+            )
+        for matrix in ("train_x", "train_y", "test_x", "test_y"):
+            _check_csr(getattr(self, matrix), f"{where}: {matrix}")
+        return self
+
+    def stats(self) -> dict:
+        """Sizes and label-frequency statistics of the training split (plain JSON-able numbers)."""
+        counts = self.train_y.column_counts()  # [L] positives per label
+        positives = int(counts.sum())
+        return {
+            "num_train": self.num_train,
+            "num_test": self.num_test,
+            "num_features": self.num_features,
+            "num_labels": self.num_labels,
+            "avg_labels_per_point": positives / max(self.num_train, 1),
+            "avg_points_per_label": positives / max(self.num_labels, 1),
+            "avg_features_per_point": self.train_x.nnz / max(self.num_train, 1),
+            "frac_labels_without_train_positive": float(np.mean(counts == 0)) if self.num_labels else 0.0,
+        }
+
+
+def _check_csr(m: CSR, where: str) -> None:
+    """Structural invariants that every reader and generator must keep (O(nnz), vectorised)."""
+    indptr = np.asarray(m.indptr)
+    if indptr.ndim != 1 or len(indptr) < 1 or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
+        raise BenchError(f"{where}: indptr must start at 0 and never decrease")
+    if indptr[-1] != len(m.indices):
+        raise BenchError(f"{where}: indptr ends at {indptr[-1]} but there are {len(m.indices)} indices")
+    if m.data is not None and len(m.data) != len(m.indices):
+        raise BenchError(f"{where}: {len(m.data)} values for {len(m.indices)} indices")
+    if len(m.indices) and (m.indices.min() < 0 or m.indices.max() >= m.num_cols):
+        raise BenchError(
+            f"{where}: column ids span [{m.indices.min()}, {m.indices.max()}] "
+            f"but there are {m.num_cols} columns"
+        )

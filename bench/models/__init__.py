@@ -1,0 +1,1 @@
+"""Encoders and the XMC model (encoder → classifier); import the submodule you need."""
