@@ -40,6 +40,7 @@ class ModelConfig:
     fan_in: int = 32  # k: inputs per label for fixed fan-in classifiers
     density: float = 0.0  # masked classifier density; 0 means fan_in / embed_dim (same sparsity as ffi)
     label_chunk: int = 16384  # labels per slice in streaming top-k inference
+    bias_init: str = "prior"  # classifier bias: `prior` (logit of the mean label frequency) or `zero`
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class RunConfig:
 CHOICES = {
     "model.encoder": ("bow",),
     "model.activation": ("relu", "gelu", "tanh", "none"),
+    "model.bias_init": ("prior", "zero"),
     "train.device": ("auto", "cpu", "cuda"),
     "tracking.wandb": ("offline", "online", "disabled"),
 }

@@ -57,7 +57,8 @@ class PeakMemory:
                 "baseline_bytes": int(self.baseline_bytes),
             }
         return {
-            "peak_bytes": peak_rss_bytes(),
+            # the kernel updates the high-water mark lazily; the current RSS is a lower bound
+            "peak_bytes": max(peak_rss_bytes(), current_rss_bytes()),
             "peak_kind": "cpu_peak_rss_process",
             # RSS when measurement began (interpreter + libraries): subtract for the run's own share
             "baseline_bytes": int(self.baseline_bytes),

@@ -1,0 +1,110 @@
+"""One configuration, start to finish: data → model → train → measure → record.
+
+Whatever happens, a record is written: ``status=ok`` with metrics, or ``status=failed`` with
+the reason (``nan`` for a non-finite loss, ``oom`` for out of memory, else the error).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+import torch
+
+from bench.config import RunConfig, config_hash, to_dict
+from bench.data.catalog import load_dataset
+from bench.data.propensity import jain_propensity
+from bench.measure import PeakMemory, environment
+from bench.models.xmc import build_model
+from bench.tracking import RECORDS_FILE, Tracker
+from bench.train import NonFiniteLoss, train
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from bench.errors import ConfigError
+
+        raise ConfigError("config key 'train.device' is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def failure_reason(err: BaseException) -> str:
+    if isinstance(err, NonFiniteLoss):
+        return "nan"
+    if isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower():
+        return "oom"
+    return f"{type(err).__name__}: {err}"
+
+
+def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "") -> dict:
+    run_id = run_id or new_run_id()
+    group = group or cfg.tracking.group
+    started = time.time()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.train.device)
+    peak = PeakMemory(device)
+    peak.start()
+    results_dir = Path(cfg.results_dir)
+    tracker = Tracker(
+        results_dir / RECORDS_FILE, cfg.tracking.wandb, cfg.tracking.wandb_dir or results_dir / "wandb",
+        cfg.tracking.project, run_id, to_dict(cfg), group=group,
+        name=f"{cfg.method or cfg.model.classifier}-L{cfg.data.num_labels}-s{cfg.seed}",
+    )
+    record = {
+        "run_id": run_id,
+        "config_hash": config_hash(cfg),
+        "method": cfg.method or cfg.model.classifier,
+        "group": group,
+        "config": to_dict(cfg),
+        "seed": cfg.seed,
+        "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(),
+        "environment": environment(device),
+    }
+    try:
+        dataset = load_dataset(cfg.data)
+        record["dataset"] = {"name": dataset.name, **dataset.stats()}
+        record["num_labels"] = dataset.num_labels
+        positive_fraction = dataset.train_y.nnz / max(1, dataset.num_train * dataset.num_labels)
+        model = build_model(cfg.model, dataset.num_features, dataset.num_labels, cfg.seed,
+                            positive_fraction).to(device)
+        inv_propensity = 1.0 / jain_propensity(
+            dataset.train_y.column_counts(), dataset.num_train, cfg.eval.propensity_a, cfg.eval.propensity_b
+        )
+        result = train(model, dataset, cfg, device, tracker, inv_propensity)
+        record.update(
+            status="ok",
+            metrics=result.metrics,
+            epochs=result.epochs,
+            steps=result.steps,
+            final_train_loss=result.final_loss,
+            throughput={
+                "train_samples_per_s": result.train_samples / max(result.train_seconds, 1e-9),
+                "inference_samples_per_s": result.eval_samples / max(result.eval_seconds, 1e-9),
+                "train_seconds": result.train_seconds,
+                "inference_seconds": result.eval_seconds,
+            },
+        )
+        record["memory"] = {
+            **peak.stop(),
+            # analytic bytes: classifier with SGD momentum (1 slot), encoder with AdamW (2 slots)
+            "classifier": model.classifier.memory_bytes(optimizer_slots=1),
+            "encoder": model.encoder.memory_bytes(optimizer_slots=2),
+        }
+    except Exception as err:  # noqa: BLE001 — a failed run is a record too
+        record.update(status="failed", reason=failure_reason(err), error=traceback.format_exc(limit=20))
+        record["memory"] = peak.stop()
+    record["wall_time_s"] = time.time() - started
+    record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    tracker.finish(record)
+    return record

@@ -1,0 +1,147 @@
+"""The training loop, top to bottom: optimisers, schedule, steps, evaluation.
+
+Encoder: AdamW. Classifier: SGD with momentum (the paper's setup). Both follow one linear
+warm-up + cosine schedule. The classifier produces the loss itself (``classifier.loss``) so a
+label-chunked implementation never has to hand back ``[B, L]`` logits; evaluation asks it for
+top-k directly (streamed over label chunks) and keeps only running metric sums.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bench.config import RunConfig
+from bench.data.loader import iterate_batches, num_batches
+from bench.measure import Stopwatch
+from bench.metrics import RankingMetrics
+
+KS = (1, 3, 5)
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or Inf."""
+
+
+@dataclass
+class TrainResult:
+    metrics: dict = field(default_factory=dict)  # final test metrics
+    epochs: list = field(default_factory=list)  # per-epoch: epoch, step, train_loss, metrics
+    steps: int = 0
+    train_samples: int = 0
+    train_seconds: float = 0.0
+    eval_samples: int = 0
+    eval_seconds: float = 0.0
+    final_loss: float = float("nan")
+
+
+def make_optimizers(model, cfg: RunConfig) -> list[torch.optim.Optimizer]:
+    t = cfg.train
+    return [
+        torch.optim.AdamW(model.encoder.parameters(), lr=t.lr_encoder, weight_decay=t.weight_decay_encoder),
+        torch.optim.SGD(
+            model.classifier.parameters(), lr=t.lr_classifier, momentum=t.momentum,
+            weight_decay=t.weight_decay_classifier,
+        ),
+    ]
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int):
+    """LR multiplier: linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
+    warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def total_steps(cfg: RunConfig, num_train: int) -> tuple[int, int]:
+    """(steps, epochs) the run will take: ``max_steps`` caps ``epochs`` when both are set."""
+    per_epoch = num_batches(num_train, cfg.train.batch_size, drop_last=False)
+    if cfg.train.max_steps and (not cfg.train.epochs or cfg.train.max_steps < cfg.train.epochs * per_epoch):
+        return cfg.train.max_steps, math.ceil(cfg.train.max_steps / per_epoch)
+    return cfg.train.epochs * per_epoch, cfg.train.epochs
+
+
+@torch.no_grad()
+def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device) -> tuple[dict, int, float]:
+    """Streaming evaluation: per test batch only the top-k ids are kept. Returns
+    (metrics, samples, seconds)."""
+    model.eval()
+    ks = tuple(k for k in KS if k <= cfg.eval.max_k) or (cfg.eval.max_k,)
+    metrics = RankingMetrics(y.num_cols, ks=ks, inv_propensity=inv_propensity)
+    watch = Stopwatch(device)
+    for batch in iterate_batches(x, y, cfg.eval.batch_size, shuffle=False):
+        with watch:
+            batch = batch.to(device)
+            _, top_ids = model.classifier.topk(model.encoder(batch), max(ks))
+            top_ids = top_ids.cpu()
+        metrics.update(top_ids.numpy(), y.take_rows(batch.rows))
+    model.train()
+    return metrics.compute(), x.num_rows, watch.seconds
+
+
+def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.ndarray) -> TrainResult:
+    steps_total, epochs = total_steps(cfg, dataset.num_train)
+    optimizers = make_optimizers(model, cfg)
+    schedule = warmup_cosine(steps_total, cfg.train.warmup_steps)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
+    shuffle_rng = np.random.default_rng(cfg.seed)
+    result = TrainResult()
+    watch = Stopwatch(device)
+    bar = tqdm(total=steps_total, desc=cfg.method or cfg.model.classifier, unit="step",
+               disable=not sys.stderr.isatty(), leave=False)
+    model.train()
+    for epoch in range(1, epochs + 1):
+        loss_sum, loss_count = 0.0, 0
+        for batch in iterate_batches(dataset.train_x, dataset.train_y, cfg.train.batch_size,
+                                     shuffle=True, generator=shuffle_rng):
+            with watch:
+                batch = batch.to(device)
+                loss = model.classifier.loss(model.encoder(batch), batch.targets)
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for opt in optimizers:
+                    opt.step()
+                for sched in schedulers:
+                    sched.step()
+            value = loss.item()
+            if not math.isfinite(value):
+                raise NonFiniteLoss(f"training loss became {value} at step {result.steps + 1}")
+            result.steps += 1
+            result.train_samples += batch.targets.batch_size
+            loss_sum, loss_count = loss_sum + value, loss_count + 1
+            bar.update(1)
+            if result.steps % cfg.train.log_every == 0:
+                bar.set_postfix(loss=f"{value:.4f}")
+                tracker.log({"train/loss": value, "train/lr_classifier": schedulers[1].get_last_lr()[0],
+                             "epoch": epoch}, step=result.steps)
+            if result.steps >= steps_total:
+                break
+        result.final_loss = loss_sum / max(loss_count, 1)
+        last = epoch == epochs or result.steps >= steps_total
+        entry = {"epoch": epoch, "step": result.steps, "train_loss": result.final_loss}
+        if cfg.eval.every_epoch or last:
+            metrics, samples, seconds = evaluate(model, dataset.test_x, dataset.test_y, cfg, inv_propensity, device)
+            entry["metrics"] = metrics
+            result.metrics, result.eval_samples, result.eval_seconds = metrics, samples, seconds
+            tracker.log({f"test/{k}": v for k, v in metrics.items()} | {"epoch": epoch}, step=result.steps)
+        result.epochs.append(entry)
+        summary = " ".join(f"{k}={v:.4f}" for k, v in entry.get("metrics", {}).items() if k.startswith("P@"))
+        print(f"  epoch {epoch}/{epochs} step {result.steps} loss {result.final_loss:.4f} {summary}",
+              file=sys.stderr, flush=True)
+        if last:
+            break
+    bar.close()
+    result.train_seconds = watch.seconds
+    return result
