@@ -152,11 +152,16 @@ def parse_override(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+# Short spellings: `data=NAME` is `data.name=NAME`.
+ALIASES = {"data": "data.name"}
+
+
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """Return a copy of ``cfg`` with dotted ``overrides`` applied; values may be strings (CLI)
     or already-typed values (presets, YAML)."""
     known = field_docs()
     for key, value in overrides.items():
+        key = ALIASES.get(key, key)
         if key not in known:
             close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""

@@ -12,6 +12,10 @@ def test_overrides_are_typed_and_nested():
     assert RunConfig().data.num_labels != 2048  # defaults untouched (frozen copies)
 
 
+def test_data_alias():
+    assert resolve(["data=synthetic"]).data.name == "synthetic"
+
+
 def test_method_preset_applies_before_user_overrides():
     cfg = resolve(["method=ffi-static"])
     assert cfg.model.classifier == "ffi"
