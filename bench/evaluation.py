@@ -8,7 +8,7 @@ labels when given (the standard protocol), else from the test labels themselves.
 from __future__ import annotations
 
 from bench.data.formats import read_sparse_matrix
-from bench.data.propensity import jain_propensity
+from bench.data.propensity import inverse_propensity
 from bench.errors import BenchError
 from bench.metrics import RankingMetrics, topk_from_scores
 
@@ -36,7 +36,7 @@ def evaluate_files(
                 f"train labels {train_labels_path} have {propensity_source.num_cols} columns but labels "
                 f"{labels_path} have {labels.num_cols}: expected the same label set"
             )
-    inv_propensity = 1.0 / jain_propensity(propensity_source.column_counts(), propensity_source.num_rows, A, B)
+    inv_propensity = inverse_propensity(propensity_source.column_counts(), propensity_source.num_rows, A, B)
     ks = tuple(x for x in DEFAULT_KS if x <= k) + (() if k in DEFAULT_KS else (k,))
     metrics = RankingMetrics(labels.num_cols, ks=ks, inv_propensity=inv_propensity)
     metrics.update(topk_from_scores(scores, k), labels)

@@ -70,6 +70,14 @@ def test_round_trip(tmp_path):
     assert_same(read_sparse_matrix(tmp_path / "y.txt", binary=True), labels)
 
 
+def test_value_format(tmp_path):
+    m = CSR.from_rows([[1, 3], []], 4, values=[[0.123456789, 2.0], []])
+    write_sparse_matrix(tmp_path / "a.txt", m, value_format="%.3f")
+    assert (tmp_path / "a.txt").read_text() == "2 4\n1:0.123 3:2.000\n\n"
+    write_sparse_matrix(tmp_path / "b.txt", m)  # default %.6g
+    assert (tmp_path / "b.txt").read_text() == "2 4\n1:0.123457 3:2\n\n"
+
+
 def test_large_file_is_vectorised(tmp_path, monkeypatch):
     # ~2e5 nonzeros: the fast path has to parse them without falling back to the slow pass
     import bench.data.formats as formats

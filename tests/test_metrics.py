@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data.propensity import jain_propensity
+from bench.data.propensity import inverse_propensity, jain_propensity
 from bench.errors import BenchError
 from bench.metrics import RankingMetrics, evaluate_topk, topk_from_scores
 from bench.sparse import CSR
@@ -217,3 +217,13 @@ def test_jain_propensity_hand_example():
     # rarer labels are less likely to be annotated
     p = jain_propensity(np.array([0, 1, 10, 1000]), 10_000)
     assert np.all(np.diff(p) > 0) and np.all((p > 0) & (p <= 1))
+
+
+def test_inverse_propensity_is_the_reciprocal():
+    counts = np.array([0, 1, 7, 300])
+    w = inverse_propensity(counts, 5_000, A=0.6, B=2.6)
+    assert w.dtype == np.float64
+    np.testing.assert_allclose(w, 1 / jain_propensity(counts, 5_000, A=0.6, B=2.6), rtol=1e-15)
+    assert np.all(w >= 1) and np.all(np.diff(w) < 0)  # the rarest label weighs most
+    with pytest.raises(BenchError, match="training point"):
+        inverse_propensity(counts, 0)

@@ -7,7 +7,7 @@ Sparse matrix text format (feature and label files, prediction files)::
     col col ...                  <- label files may omit ``:value``, meaning 1
 
 Parsing is vectorised over the whole file (one ``split`` per line, one numpy conversion for all
-ids and all values), which reads ~1e6 nonzeros in about a second. Validation runs after
+ids and all values), which reads ~1e6 nonzeros in one to two seconds. Validation runs after
 the fast path; only when something is wrong does a slow per-line pass find the exact line,
 so error messages always say ``path:line: what was expected``.
 """
@@ -49,14 +49,15 @@ def read_sparse_matrix(path, binary: bool = False) -> CSR:
     return CSR(indptr, cols, None if binary else values.astype(np.float32), num_cols)
 
 
-def write_sparse_matrix(path, matrix: CSR) -> None:
-    """Write ``matrix`` in the sparse text format: ``col`` alone for a binary matrix, else
-    ``col:value`` with ``%.6g`` values."""
+def write_sparse_matrix(path, matrix: CSR, value_format: str = "%.6g") -> None:
+    """Write ``matrix`` in the sparse text format: ``col`` alone for a binary matrix
+    (``data is None``), else ``col:value`` with values printed by ``value_format``."""
     cols = matrix.indices.tolist()
     if matrix.data is None:
         entries = [str(c) for c in cols]
     else:
-        entries = [f"{c}:{v:.6g}" for c, v in zip(cols, matrix.data.tolist())]
+        entry_format = "%d:" + value_format  # one %-format per entry, no f-string per value
+        entries = [entry_format % cv for cv in zip(cols, matrix.data.tolist())]
     bounds = matrix.indptr.tolist()
     with open(path, "w", encoding="utf-8") as f:
         f.write(f"{matrix.num_rows} {matrix.num_cols}\n")

@@ -31,3 +31,11 @@ def jain_propensity(label_counts: np.ndarray, num_points: int, A: float = 0.55, 
         raise BenchError("label_counts must be a 1-d array of non-negative counts")
     C = (np.log(num_points) - 1.0) * (B + 1.0) ** A
     return 1.0 / (1.0 + C * (counts + B) ** (-A))
+
+
+def inverse_propensity(label_counts: np.ndarray, num_points: int, A: float = 0.55, B: float = 1.5) -> np.ndarray:
+    """``1 / p_l`` of every label, ``[L]`` float64: the weights ``RankingMetrics`` takes.
+
+    Always >= 1 for ``num_points > e``; the rarest labels weigh most.
+    """
+    return 1.0 / jain_propensity(label_counts, num_points, A, B)
