@@ -1,131 +1,282 @@
-"""Contract tests over every registered classifier, plus per-classifier invariants."""
+"""The classifier contract, tested over every registered classifier, then what is particular
+to `masked` (off-mask weights stay zero) and `ffi` (index storage and connectivity).
+
+A new registration is tested here without editing this file; give it small options in
+``SMALL_OPTIONS`` if its defaults do not fit a 16-input layer.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
-from bench import create_classifier, list_classifiers
+from bench.classifiers import FixedFanInClassifier, MaskedClassifier
+from bench.classifiers import fixed_fan_in as ffi_module
 from bench.errors import ConfigError, UnknownNameError
-from bench.sparse import SparseTargets
+from bench.registry import create_classifier, list_classifiers
+from bench.sparse import CSR, SparseTargets
 
-D, L = 24, 50
-OPTIONS = {"masked": {"density": 0.3}, "ffi": {"fan_in": 5}}
+D, L, B = 16, 50, 6
+SMALL_OPTIONS = {"masked": {"density": 0.3, "seed": 0}, "ffi": {"fan_in": 5, "seed": 0}}
 
 
-def make(name, d=D, num_labels=L, **kw):
-    clf = create_classifier(name, d, num_labels, **{**OPTIONS.get(name, {}), **kw})
-    clf.label_chunk = 7  # ragged label chunks in top-k
+def make(name, in_features=D, num_labels=L, label_chunk=7):
+    clf = create_classifier(name, in_features, num_labels, **SMALL_OPTIONS.get(name, {}))
+    clf.label_chunk = label_chunk  # several (ragged) chunks in top-k
     return clf
 
 
-def _targets(batch, num_labels, seed=0):
+def random_targets(num_rows, num_labels, seed=0):
     g = torch.Generator().manual_seed(seed)
-    dense = (torch.rand(batch, num_labels, generator=g) < 0.1)
-    dense[0] = False  # a row with no positives
-    rows, cols = dense.nonzero(as_tuple=True)
-    indptr = torch.zeros(batch + 1, dtype=torch.int64)
-    indptr[1:] = torch.bincount(rows, minlength=batch).cumsum(0)
-    return SparseTargets(indptr, cols, num_labels), dense.float()
+    rows = [sorted(torch.randperm(num_labels, generator=g)[: int(n)].tolist())
+            for n in torch.randint(0, 5, (num_rows,), generator=g)]
+    rows[0] = []  # a point without labels
+    return SparseTargets.from_csr(CSR.from_rows(rows, num_labels))
 
 
-@pytest.mark.parametrize("name", list_classifiers())
-def test_contract(name):
+def nbytes(tensors):
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+ALL = list_classifiers()
+
+
+def test_builtins_are_registered():
+    assert {"dense", "masked", "ffi"} <= set(ALL)
+
+
+# --- the contract, for every registered classifier -----------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_shape_and_attributes(name):
     clf = make(name)
-    h = torch.randn(6, D, requires_grad=True)
-    logits = clf(h)
-    assert logits.shape == (6, L) and clf.num_labels == L and clf.in_features == D
-
-    targets, dense_targets = _targets(6, L)
-    loss = clf.loss(h, targets)
-    expected = F.binary_cross_entropy_with_logits(logits, dense_targets, reduction="sum") / 6
-    torch.testing.assert_close(loss, expected)
-    loss.backward()
-    assert h.grad is not None and h.grad.abs().sum() > 0
-
-    scores, ids = clf.topk(h.detach(), 4)
-    order = torch.sort(logits.detach(), dim=1, descending=True, stable=True).indices[:, :4]
-    assert torch.equal(ids, order)
-    torch.testing.assert_close(scores, logits.detach().gather(1, order))
-
-    memory = clf.memory_bytes(optimizer_slots=2)
-    assert set(memory) == {"parameters", "gradients", "optimizer", "indices", "total"}
-    assert memory["total"] == sum(v for k, v in memory.items() if k != "total")
-    params = sum(p.numel() * p.element_size() for p in clf.parameters())
-    buffers = sum(b.numel() * b.element_size() for b in clf.buffers())
-    assert memory["parameters"] == params and memory["optimizer"] == 2 * params
-    assert memory["indices"] == buffers
+    assert (clf.in_features, clf.num_labels) == (D, L)
+    assert clf(torch.randn(B, D)).shape == (B, L)
 
 
-@pytest.mark.parametrize("name", list_classifiers())
-def test_topk_ties_break_towards_lower_label_id(name):
+@pytest.mark.parametrize("name", ALL)
+def test_topk_equals_full_sort_with_ties_to_lower_id(name):
     clf = make(name)
+    bias = getattr(clf, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        with torch.no_grad():  # three distinct values over 50 labels: ties inside and across chunks
+            bias.copy_(torch.randint(0, 3, bias.shape, generator=torch.Generator().manual_seed(5)))
+    h = torch.randn(B, D, generator=torch.Generator().manual_seed(6))
+    h[:2] = 0  # rows whose scores are the bias alone: ties everywhere
     with torch.no_grad():
-        for p in clf.parameters():
-            p.zero_()  # every score ties at 0
-    _, ids = clf.topk(torch.randn(3, D), 10)
-    assert torch.equal(ids, torch.arange(10).expand(3, -1))
-    _, ids = clf.topk(torch.randn(2, D), L + 5)  # k beyond L returns all labels
-    assert ids.shape == (2, L)
+        full = clf(h).float()  # [B, L]
+    assert full[0].unique().numel() < L  # the tie case is real
+    order = torch.sort(full, dim=1, descending=True, stable=True)
+    for k in (1, 5, 13, L, L + 3):
+        scores, ids = clf.topk(h, k)
+        kk = min(k, L)
+        assert ids.shape == (B, kk)
+        assert torch.equal(ids, order.indices[:, :kk])
+        torch.testing.assert_close(scores, order.values[:, :kk])
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-def test_masked_keeps_off_mask_weights_exactly_zero(optimizer):
-    clf = make("masked")
+@pytest.mark.parametrize("name", ALL)
+def test_loss_is_bce_summed_over_labels_mean_over_batch(name):
+    clf = make(name)
+    h = torch.randn(B, D)
+    targets = random_targets(B, L)
+    want = F.binary_cross_entropy_with_logits(clf(h).float(), targets.dense(), reduction="sum") / B
+    torch.testing.assert_close(clf.loss(h, targets), want)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_gradients_flow_to_the_input(name):
+    clf = make(name)
+    h = torch.randn(B, D, requires_grad=True)
+    clf.loss(h, random_targets(B, L)).backward()
+    assert h.grad is not None and torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_memory_bytes_matches_the_tensors(name):
+    clf = make(name)
+    mem = clf.memory_bytes()
+    assert set(mem) == {"parameters", "gradients", "optimizer", "indices", "total"}
+    assert mem["total"] == sum(v for key, v in mem.items() if key != "total")
+    assert mem["parameters"] == nbytes(clf.parameters())
+    assert mem["indices"] == nbytes(clf.buffers())
+    assert clf.memory_bytes(optimizer_slots=0)["optimizer"] == 0
+
+    # gradients and optimiser state as they are really allocated
+    clf.loss(torch.randn(B, D), random_targets(B, L)).backward()
+    assert mem["gradients"] == nbytes(p.grad for p in clf.parameters() if p.grad is not None)
+    for optimizer, slots in [(torch.optim.SGD(clf.parameters(), lr=0.1, momentum=0.9), 1),
+                             (torch.optim.AdamW(clf.parameters(), lr=0.1), 2)]:
+        optimizer.step()
+        state = [t for s in optimizer.state.values() for key, t in s.items()
+                 if key != "step" and isinstance(t, torch.Tensor)]  # Adam's step counter is a scalar
+        assert clf.memory_bytes(optimizer_slots=slots)["optimizer"] == nbytes(state)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_unknown_option_is_a_config_error(name):
+    with pytest.raises(ConfigError, match="no_such_option.*accepts"):
+        create_classifier(name, D, L, no_such_option=1)
+
+
+def test_unknown_name_suggests_a_close_one():
+    with pytest.raises(UnknownNameError, match="unknown classifier 'ffl' — did you mean 'ffi'"):
+        create_classifier("ffl", D, L)
+
+
+def test_misspelt_option_lists_the_accepted_ones():
+    with pytest.raises(ConfigError, match="fanin.*accepts: fan_in, seed, dtype"):
+        create_classifier("ffi", D, L, fanin=4)
+
+
+# --- masked --------------------------------------------------------------------------------
+
+
+def train(clf, optimizer, steps=20):
+    g = torch.Generator().manual_seed(7)
+    for step in range(steps):
+        optimizer.zero_grad()
+        clf.loss(torch.randn(B, D, generator=g), random_targets(B, L, seed=step)).backward()
+        optimizer.step()
+
+
+OPTIMIZERS = {
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=1e-2),
+}
+
+
+@pytest.mark.parametrize("copied", [False, True], ids=["original", "deepcopy"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_masked_off_mask_weights_stay_exactly_zero(optimizer, copied):
+    clf = MaskedClassifier(D, L, density=0.3, seed=1)
+    if copied:  # the gradient mask must survive copies (checkpoint/EMA/sweep code)
+        clf = copy.deepcopy(clf)
     off = ~clf.mask
-    assert off.any() and (clf.weight[off] == 0).all()
-    opt = (torch.optim.SGD(clf.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-2) if optimizer == "sgd"
-           else torch.optim.AdamW(clf.parameters(), lr=0.05, weight_decay=1e-2))
-    targets, _ = _targets(8, L, seed=1)
-    for step in range(20):
-        opt.zero_grad()
-        clf.loss(torch.randn(8, D), targets).backward()
-        opt.step()
+    assert off.any() and clf.mask.any()
     assert (clf.weight[off] == 0).all()
-    assert (clf.weight[clf.mask] != 0).float().mean() > 0.9  # on-mask weights do train
+    start = clf.weight.detach().clone()
+    train(clf, OPTIMIZERS[optimizer](clf.parameters()))
+    assert (clf.weight[off] == 0).all()
+    assert not torch.equal(clf.weight[clf.mask], start[clf.mask])  # on-mask weights did train
 
 
-def test_masked_density_is_realised_and_checked():
-    clf = create_classifier("masked", 200, 500, density=0.25, seed=1)
-    assert abs(clf.density - 0.25) < 0.01
+def test_masked_apply_mask_and_realised_density():
+    clf = MaskedClassifier(D, 400, density=0.25, seed=2)
+    assert clf.density == pytest.approx(0.25, abs=0.03)
+    with torch.no_grad():
+        clf.weight.fill_(1.0)
+    clf.apply_mask_()
+    assert torch.equal(clf.weight != 0, clf.mask)
+    assert MaskedClassifier(D, 10, density=1.0).mask.all()
+
+
+def test_masked_is_deterministic_by_seed():
+    a, b, c = (MaskedClassifier(D, L, density=0.3, seed=s) for s in (3, 3, 4))
+    assert torch.equal(a.mask, b.mask) and torch.equal(a.weight, b.weight)
+    assert not torch.equal(a.mask, c.mask)
+
+
+@pytest.mark.parametrize("density", [0.0, -0.1, 1.5, float("nan"), "dense"])
+def test_masked_bad_density(density):
     with pytest.raises(ConfigError, match="density"):
-        create_classifier("masked", 10, 10, density=1.5)
+        create_classifier("masked", D, L, density=density)
 
 
-def test_ffi_indices_are_compact_distinct_and_seeded():
-    clf = make("ffi")
-    assert clf.indices.dtype == torch.int16 and clf.indices.shape == (L, 5)
+# --- ffi -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d, dtype", [(16, torch.int16), (32767, torch.int16), (32768, torch.int32)])
+def test_ffi_index_dtype_follows_the_input_size(d, dtype):
+    clf = FixedFanInClassifier(d, 3, fan_in=4)
+    assert clf.indices.dtype == dtype
+    assert clf.memory_bytes()["indices"] == 3 * 4 * dtype.itemsize
     clf.check_connectivity()
-    again = make("ffi")
-    assert torch.equal(clf.indices, again.indices) and torch.equal(clf.values, again.values)
-    other = make("ffi", seed=1)
-    assert not torch.equal(clf.indices, other.indices)
-    wide = create_classifier("ffi", 40000, 3, fan_in=4)
-    assert wide.indices.dtype == torch.int32
-    wide.check_connectivity()
+
+
+def test_ffi_rows_are_distinct_sorted_and_in_range():
+    clf = FixedFanInClassifier(D, 300, fan_in=7, seed=8)
+    idx = clf.indices.long()
+    assert idx.shape == (300, 7)
+    assert ((idx >= 0) & (idx < D)).all()
+    assert (idx[:, 1:] > idx[:, :-1]).all()  # strictly increasing: sorted and distinct
+    clf.check_connectivity()
+    full = FixedFanInClassifier(D, 5, fan_in=D)  # k = d connects everything
+    assert torch.equal(full.indices.long(), torch.arange(D).expand(5, -1))
+
+
+def test_ffi_is_deterministic_by_seed():
+    a, b, c = (FixedFanInClassifier(D, L, fan_in=5, seed=s) for s in (9, 9, 10))
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.values, b.values)
+    assert not torch.equal(a.indices, c.indices)
 
 
 def test_ffi_matches_its_dense_weight():
-    clf = make("ffi")
-    h = torch.randn(4, D)
-    torch.testing.assert_close(clf(h), h @ clf.to_dense_weight().t() + clf.bias, rtol=1e-5, atol=1e-5)
+    clf = FixedFanInClassifier(D, L, fan_in=5, seed=11)
+    with torch.no_grad():
+        clf.bias.normal_()
+    weight = clf.to_dense_weight()  # [L, d]
+    assert ((weight != 0).sum(1) == 5).all()
+    h = torch.randn(B, D)
+    torch.testing.assert_close(clf(h), F.linear(h, weight, clf.bias))
 
 
-def test_ffi_connectivity_check_catches_broken_rows():
-    clf = make("ffi")
-    clf.indices[3, 1] = clf.indices[3, 0]
-    with pytest.raises(AssertionError, match="label 3 has a repeated input"):
+def test_ffi_check_connectivity_catches_broken_rows():
+    clf = FixedFanInClassifier(D, 10, fan_in=4)
+    with torch.no_grad():
+        clf.indices[3, 1] = clf.indices[3, 0]
+    with pytest.raises(AssertionError, match="label 3 has a repeated input id"):
         clf.check_connectivity()
-    clf = make("ffi")
-    clf.indices[5, 0] = D
-    with pytest.raises(AssertionError, match="label 5"):
+    for bad in (-1, D):
+        clf = FixedFanInClassifier(D, 10, fan_in=4)
+        clf.indices[6, 2] = bad
+        with pytest.raises(AssertionError, match=r"label 6 has an input id outside \[0, 16\)"):
+            clf.check_connectivity()
+
+
+@pytest.mark.parametrize("fan_in", [0, D + 1, 2.5, True])
+def test_ffi_bad_fan_in(fan_in):
+    with pytest.raises(ConfigError, match=rf"fan_in.*\[1, {D}\].*d = {D}"):
+        create_classifier("ffi", D, L, fan_in=fan_in)
+
+
+def test_ffi_bfloat16_values():
+    clf = create_classifier("ffi", D, L, fan_in=5, dtype="bfloat16")
+    assert clf.values.dtype == clf.bias.dtype == torch.bfloat16
+    h = torch.randn(B, D, requires_grad=True)
+    clf.loss(h, random_targets(B, L)).backward()
+    assert clf.values.grad.dtype == torch.bfloat16 and h.grad.dtype == torch.float32
+    assert clf.memory_bytes()["parameters"] == (L * 5 + L) * 2
+    with pytest.raises(ConfigError, match="dtype"):
+        create_classifier("ffi", D, L, fan_in=5, dtype="int8")
+
+
+class MaxTensorSize(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.max_numel = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.max_numel = max(self.max_numel, t.numel())
+        return out
+
+
+def test_ffi_init_never_builds_a_dense_weight(monkeypatch):
+    num_labels, d, k = 2000, 64, 5
+    monkeypatch.setattr(ffi_module, "INIT_CHUNK_ELEMENTS", 8 * d)  # 8 labels per chunk
+    monkeypatch.setattr(ffi_module, "CHECK_CHUNK_ELEMENTS", 8 * k)
+    with MaxTensorSize() as probe:
+        clf = FixedFanInClassifier(d, num_labels, fan_in=k, seed=12)
         clf.check_connectivity()
-
-
-def test_registry_errors():
-    with pytest.raises(UnknownNameError, match="did you mean 'ffi'"):
-        create_classifier("ffl", 8, 8)
-    with pytest.raises(ConfigError, match="does not take fanin; it accepts: fan_in"):
-        create_classifier("ffi", 8, 8, fanin=3)
-    with pytest.raises(ConfigError, match="fan_in"):
-        create_classifier("ffi", 8, 8, fan_in=9)
-    assert list_classifiers("ff*") == ["ffi"]
+    assert probe.max_numel <= num_labels * k < num_labels * d
+    assert clf.indices.shape == (num_labels, k)
+    assert math.isclose(clf.values.abs().max().item(), 1 / math.sqrt(k), rel_tol=0.05)

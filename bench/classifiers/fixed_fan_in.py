@@ -5,16 +5,18 @@ scale with ``L·k`` instead of ``L·d``. Scores go through the one ``fixed_fan_i
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
 
-from bench.classifiers.base import Classifier
+from bench.classifiers.base import Classifier, dense_memory_bytes
 from bench.errors import ConfigError
 from bench.kernels import fixed_fan_in
 from bench.registry import register_classifier
 
-INIT_CHUNK_ELEMENTS = 1 << 22  # random keys [Lc, d] drawn at a time: never a dense [L, d]
+INIT_CHUNK_ELEMENTS = 1 << 22  # random keys [Lc, d] drawn at a time (16 MiB): never a dense [L, d]
+CHECK_CHUNK_ELEMENTS = 1 << 22  # ids [Lc, k] widened to int64 at a time by check_connectivity
 
 
 def index_dtype(in_features: int) -> torch.dtype:
@@ -32,16 +34,29 @@ def random_fan_in_indices(num_labels: int, in_features: int, fan_in: int, genera
     return out
 
 
+def _float_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """``torch.bfloat16`` or a config string such as ``"bfloat16"`` / ``"torch.bfloat16"``."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ConfigError(f"ffi classifier: 'dtype' must be a floating torch dtype such as "
+                          f"float32 or bfloat16, got {dtype!r}")
+    return dtype
+
+
 class FixedFanInClassifier(Classifier):
     def __init__(self, in_features: int, num_labels: int, fan_in: int, seed: int = 0,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype | str = torch.float32):
         super().__init__()
-        if not 1 <= fan_in <= in_features:
-            raise ConfigError(f"ffi classifier: 'fan_in' must be in [1, {in_features}] (the input size d), got {fan_in}")
+        if isinstance(fan_in, bool) or not isinstance(fan_in, numbers.Integral) or not 1 <= fan_in <= in_features:
+            raise ConfigError(f"ffi classifier: 'fan_in' must be an integer in [1, {in_features}] "
+                              f"(the input size d = {in_features}), got {fan_in!r}")
+        fan_in = int(fan_in)
+        dtype = _float_dtype(dtype)
         self.in_features, self.num_labels, self.fan_in = in_features, num_labels, fan_in
         generator = torch.Generator().manual_seed(seed)
         self.register_buffer("indices", random_fan_in_indices(num_labels, in_features, fan_in, generator))
-        bound = 1.0 / math.sqrt(fan_in)
+        bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's scale for a fan-in of k
         values = torch.empty(num_labels, fan_in).uniform_(-bound, bound, generator=generator)
         self.values = nn.Parameter(values.to(dtype))  # [L, k]
         self.bias = nn.Parameter(torch.zeros(num_labels, dtype=dtype))  # [L]
@@ -50,36 +65,42 @@ class FixedFanInClassifier(Classifier):
         return fixed_fan_in(h, self.values[lo:hi], self.indices[lo:hi]) + self.bias[lo:hi]
 
     def memory_bytes(self, optimizer_slots: int = 1) -> dict[str, int]:
-        params = sum(p.numel() * p.element_size() for p in self.parameters())
-        out = {
-            "parameters": params,
-            "gradients": params,
-            "optimizer": params * optimizer_slots,
-            "indices": self.indices.numel() * self.indices.element_size(),
-        }
-        out["total"] = sum(out.values())
-        return out
+        # values [L, k] and bias [L] train densely; indices [L, k] are int16/int32
+        return dense_memory_bytes(self.parameters(), optimizer_slots,
+                                  index_bytes=self.indices.numel() * self.indices.element_size())
 
+    @torch.no_grad()
     def check_connectivity(self) -> None:
-        """Raise if any label lost the invariant: exactly k distinct inputs in [0, d)."""
-        idx = self.indices.long()
+        """Raise ``AssertionError`` unless every label has exactly k distinct inputs in [0, d)
+        stored in ``index_dtype(d)``. Checked label chunk by label chunk (DST calls it after
+        every rewiring, at any L)."""
+        idx = self.indices
         if idx.shape != (self.num_labels, self.fan_in):
-            raise AssertionError(f"indices have shape {tuple(idx.shape)}, expected ({self.num_labels}, {self.fan_in})")
-        bad = (idx < 0) | (idx >= self.in_features)
-        if bad.any():
-            raise AssertionError(f"label {int(bad.any(1).nonzero()[0])} has an input id outside [0, {self.in_features})")
-        ordered = idx.sort(dim=1).values
-        dup = (ordered[:, 1:] == ordered[:, :-1]).any(1)
-        if dup.any():
-            raise AssertionError(f"label {int(dup.nonzero()[0])} has a repeated input id")
+            raise AssertionError(f"ffi indices have shape {tuple(idx.shape)}, expected ({self.num_labels}, {self.fan_in})")
+        if idx.dtype != index_dtype(self.in_features):
+            raise AssertionError(f"ffi indices are {idx.dtype}, expected {index_dtype(self.in_features)}")
+        rows = max(1, CHECK_CHUNK_ELEMENTS // self.fan_in)
+        for lo in range(0, self.num_labels, rows):
+            chunk = idx[lo : lo + rows].long()  # [Lc, k]
+            bad = ((chunk < 0) | (chunk >= self.in_features)).any(1)
+            if bad.any():
+                label = lo + int(bad.nonzero()[0])
+                raise AssertionError(f"ffi label {label} has an input id outside [0, {self.in_features}): "
+                                     f"{self.indices[label].tolist()}")
+            ordered = chunk.sort(dim=1).values
+            dup = (ordered[:, 1:] == ordered[:, :-1]).any(1)
+            if dup.any():
+                label = lo + int(dup.nonzero()[0])
+                raise AssertionError(f"ffi label {label} has a repeated input id: {self.indices[label].tolist()}")
 
     def to_dense_weight(self) -> torch.Tensor:
-        """The equivalent dense ``[L, d]`` weight — for tests on small layers only."""
+        """The equivalent dense ``[L, d]`` weight (detached). For tests on small layers only: it
+        allocates the ``L·d`` tensor this layer exists to avoid."""
         weight = torch.zeros(self.num_labels, self.in_features, dtype=self.values.dtype, device=self.values.device)
         return weight.scatter(1, self.indices.long(), self.values.detach())
 
 
 @register_classifier("ffi")
 def ffi(in_features: int, num_labels: int, fan_in: int = 32, seed: int = 0,
-        dtype: torch.dtype = torch.float32) -> FixedFanInClassifier:
+        dtype: torch.dtype | str = torch.float32) -> FixedFanInClassifier:
     return FixedFanInClassifier(in_features, num_labels, fan_in=fan_in, seed=seed, dtype=dtype)

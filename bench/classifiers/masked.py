@@ -1,8 +1,14 @@
 """`masked`: a dense ``[L, d]`` weight times a fixed unstructured random mask — sparsity as
-most DST code simulates it. The mask multiplies the weight in the forward pass, so the
-gradient is masked by the chain rule and off-mask weights (zero at init) stay exactly zero
-under SGD/momentum/weight decay and AdamW. It saves no memory: weight, gradient and optimiser
-state stay dense, and the mask adds ``L·d`` bytes."""
+most DST code simulates it. It saves no memory: weight, gradient and optimiser state stay
+dense, and the mask adds ``L·d`` bytes.
+
+Off-mask weights are zero at init and their gradient is zeroed by a hook on the weight slice
+each ``logits`` call uses, so they stay exactly zero under SGD (momentum, weight decay) and
+AdamW: their gradient, momentum and Adam moments are all zero, and weight decay scales zero.
+The hook is attached per call rather than once to the parameter, so it survives
+``copy.deepcopy`` and reloading, and it reads the current mask (DST may rewire it).
+``apply_mask_`` re-zeroes off-mask weights after code that writes the weight directly.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +22,16 @@ from bench.classifiers.base import Classifier, dense_memory_bytes
 from bench.errors import ConfigError
 from bench.registry import register_classifier
 
-MASK_CHUNK_ELEMENTS = 1 << 24  # rows of random keys drawn at a time while building the mask
+MASK_CHUNK_ELEMENTS = 1 << 24  # random keys [Lc, d] drawn at a time (64 MiB float32)
 
 
 class MaskedClassifier(Classifier):
     def __init__(self, in_features: int, num_labels: int, density: float, seed: int = 0):
         super().__init__()
+        try:
+            density = float(density)
+        except (TypeError, ValueError):
+            raise ConfigError(f"masked classifier: 'density' must be a number in (0, 1], got {density!r}") from None
         if not 0.0 < density <= 1.0:
             raise ConfigError(f"masked classifier: 'density' must be in (0, 1], got {density}")
         self.in_features, self.num_labels = in_features, num_labels
@@ -32,14 +42,19 @@ class MaskedClassifier(Classifier):
             hi = min(lo + rows, num_labels)
             mask[lo:hi] = torch.rand(hi - lo, in_features, generator=generator) < density
         self.register_buffer("mask", mask)
-        self.density = float(mask.float().mean())  # realised density (Bernoulli draw)
-        bound = 1.0 / math.sqrt(max(1.0, density * in_features))  # scale by the effective fan-in
+        self.density = int(mask.sum()) / mask.numel()  # realised density (Bernoulli draw)
+        # nn.Linear's scale with the effective fan-in: each label sees about density·d inputs
+        bound = 1.0 / math.sqrt(max(1.0, density * in_features))
         weight = torch.empty(num_labels, in_features).uniform_(-bound, bound, generator=generator)
-        self.weight = nn.Parameter(weight * mask)  # [L, d], exactly zero off-mask
-        self.bias = nn.Parameter(torch.zeros(num_labels))
+        self.weight = nn.Parameter(weight.mul_(mask))  # [L, d], exactly zero off-mask
+        self.bias = nn.Parameter(torch.zeros(num_labels))  # [L]
 
     def logits(self, h, lo, hi):
-        return F.linear(h, self.weight[lo:hi] * self.mask[lo:hi], self.bias[lo:hi])
+        weight = self.weight[lo:hi]  # [Lc, d] view
+        if weight.requires_grad:
+            mask = self.mask[lo:hi]
+            weight.register_hook(lambda grad: grad * mask)  # off-mask weights get no gradient
+        return F.linear(h, weight, self.bias[lo:hi])
 
     @torch.no_grad()
     def apply_mask_(self) -> None:
