@@ -88,6 +88,11 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "") -
             epochs=result.epochs,
             steps=result.steps,
             final_train_loss=result.final_loss,
+            dst={
+                "rewires": result.rewires,
+                "connections_changed": sum(r["connections_changed"] for r in result.rewires),
+                "seconds": sum(r["seconds"] for r in result.rewires),
+            },
             throughput={
                 "train_samples_per_s": result.train_samples / max(result.train_seconds, 1e-9),
                 "inference_samples_per_s": result.eval_samples / max(result.eval_seconds, 1e-9),

@@ -17,3 +17,13 @@ register_method(
     "semi-structured fixed fan-in layer (k inputs per label, values [L,k] + indices [L,k]), no rewiring",
     **{"model.classifier": "ffi"},
 )
+
+_SET = {"dst.regrow": "random"}
+_RIGL = {"dst.regrow": "gradient"}
+register_method("ffi-set", "fixed fan-in rewired with SET: prune smallest |w| per label, regrow at random (fan-in stays k)",
+                **{"model.classifier": "ffi", **_SET})
+register_method("ffi-rigl", "fixed fan-in rewired with RigL: regrow the missing inputs of largest |dL/dw| (chunked)",
+                **{"model.classifier": "ffi", **_RIGL})
+register_method("masked-set", "masked dense layer rewired with SET (density constant, off-mask weights zero)",
+                **{"model.classifier": "masked", **_SET})
+register_method("masked-rigl", "masked dense layer rewired with RigL", **{"model.classifier": "masked", **_RIGL})

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from bench.config import RunConfig
 from bench.data.loader import iterate_batches, num_batches
+from bench.errors import ConfigError
 from bench.measure import Stopwatch
 from bench.metrics import RankingMetrics
 
@@ -38,6 +39,7 @@ class TrainResult:
     eval_samples: int = 0
     eval_seconds: float = 0.0
     final_loss: float = float("nan")
+    rewires: list = field(default_factory=list)  # one entry per DST rewire (step, fraction, changed, ...)
 
 
 def make_optimizers(model, cfg: RunConfig) -> list[torch.optim.Optimizer]:
@@ -90,9 +92,23 @@ def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device) ->
     return metrics.compute(), x.num_rows, watch.seconds
 
 
+def make_rewirer(model, cfg: RunConfig, steps_total: int, classifier_optimizer):
+    """The DST rewirer for sparse classifiers, or None for static connectivity."""
+    if cfg.dst.regrow == "none":
+        return None
+    from bench.dst import Rewirer
+
+    try:
+        return Rewirer(model.classifier, cfg.dst, steps_total, classifier_optimizer, seed=cfg.seed)
+    except TypeError as err:
+        raise ConfigError(f"dst.regrow={cfg.dst.regrow} needs a sparse classifier, "
+                          f"but model.classifier={cfg.model.classifier}: {err}") from None
+
+
 def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.ndarray) -> TrainResult:
     steps_total, epochs = total_steps(cfg, dataset.num_train)
     optimizers = make_optimizers(model, cfg)
+    rewirer = make_rewirer(model, cfg, steps_total, optimizers[1])
     schedule = warmup_cosine(steps_total, cfg.train.warmup_steps)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
     shuffle_rng = np.random.default_rng(cfg.seed)
@@ -107,7 +123,8 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                                      shuffle=True, generator=shuffle_rng):
             with watch:
                 batch = batch.to(device)
-                loss = model.classifier.loss(model.encoder(batch), batch.targets)
+                h = model.encoder(batch)  # [B, d]
+                loss = model.classifier.loss(h, batch.targets)
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -115,12 +132,18 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                     opt.step()
                 for sched in schedulers:
                     sched.step()
+                # rewiring is part of training cost, so it runs inside the timed section
+                rewire = rewirer.maybe_rewire(result.steps + 1, h.detach(), batch.targets) if rewirer else None
             value = loss.item()
             if not math.isfinite(value):
                 raise NonFiniteLoss(f"training loss became {value} at step {result.steps + 1}")
             result.steps += 1
             result.train_samples += batch.targets.batch_size
             loss_sum, loss_count = loss_sum + value, loss_count + 1
+            if rewire:
+                result.rewires.append(rewire)
+                tracker.log({f"dst/{k}": v for k, v in rewire.items() if v is not None and k != "step"},
+                            step=result.steps)
             bar.update(1)
             if result.steps % cfg.train.log_every == 0:
                 bar.set_postfix(loss=f"{value:.4f}")

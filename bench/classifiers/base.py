@@ -78,3 +78,10 @@ def dense_memory_bytes(parameters, optimizer_slots: int, index_bytes: int = 0) -
     }
     out["total"] = sum(out.values())
     return out
+
+
+def bce_grad_logits(logits: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """∂loss/∂logits of ``Classifier.loss`` (BCE summed over labels, averaged over the batch)
+    for one label chunk: ``(sigmoid(z) − y) / B``. RigL uses it to score missing connections
+    chunk by chunk without building ``[B, L]``."""
+    return (torch.sigmoid(logits.float()) - targets) / batch_size

@@ -1,0 +1,102 @@
+"""The small protocol through which DST sees a sparse classifier.
+
+DST works on label chunks ``[lo, hi)`` through a dense view of that chunk only (``[Lc, d]``,
+never ``[L, d]`` at once for layers that do not hold one):
+
+- ``active(lo, hi)``: bool ``[Lc, d]`` — which inputs each label uses;
+- ``magnitude(lo, hi)``: ``[Lc, d]`` — |w| of active connections (0 elsewhere);
+- ``replace(lo, hi, drop, grow, init, optimizer)``: remove the ``drop`` connections and add the
+  ``grow`` ones (same count per label), set the new weights to ``init`` and zero their
+  optimiser state; dropped weights keep no optimiser state either.
+
+Each sparse classifier registers an adapter here; SET and RigL are written once against it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.classifiers.fixed_fan_in import FixedFanInClassifier
+from bench.classifiers.masked import MaskedClassifier
+
+_ADAPTERS: dict[type, type] = {}
+
+
+def register_connectivity(classifier_type: type):
+    def add(adapter: type) -> type:
+        _ADAPTERS[classifier_type] = adapter
+        return adapter
+
+    return add
+
+
+def connectivity_of(classifier):
+    """The connectivity adapter of a sparse classifier; a clear error for a dense one."""
+    for cls in type(classifier).__mro__:
+        if cls in _ADAPTERS:
+            return _ADAPTERS[cls](classifier)
+    raise TypeError(f"{type(classifier).__name__} has no sparse connectivity to rewire "
+                    f"(sparse classifiers: {', '.join(c.__name__ for c in _ADAPTERS)})")
+
+
+def _zero_optimizer_state(optimizer, param: torch.Tensor, where: torch.Tensor, rows: slice) -> None:
+    """Zero every per-element optimiser buffer of ``param`` (momentum, Adam moments) at
+    ``where`` (a bool mask over ``param[rows]``)."""
+    if optimizer is None:
+        return
+    for value in optimizer.state.get(param, {}).values():
+        if torch.is_tensor(value) and value.shape == param.shape:
+            value[rows].masked_fill_(where, 0)
+
+
+@register_connectivity(FixedFanInClassifier)
+class FixedFanInConnectivity:
+    def __init__(self, clf: FixedFanInClassifier):
+        self.clf = clf
+        self.num_labels, self.in_features, self.param = clf.num_labels, clf.in_features, clf.values
+
+    def active(self, lo: int, hi: int) -> torch.Tensor:
+        out = torch.zeros(hi - lo, self.in_features, dtype=torch.bool, device=self.param.device)
+        return out.scatter_(1, self.clf.indices[lo:hi].long(), True)
+
+    def magnitude(self, lo: int, hi: int) -> torch.Tensor:
+        out = torch.zeros(hi - lo, self.in_features, dtype=torch.float32, device=self.param.device)
+        return out.scatter_(1, self.clf.indices[lo:hi].long(), self.clf.values[lo:hi].detach().abs().float())
+
+    @torch.no_grad()
+    def replace(self, lo, hi, drop, grow, init, optimizer) -> None:
+        idx = self.clf.indices[lo:hi]  # [Lc, k]
+        slots = drop.gather(1, idx.long())  # [Lc, k]: the slots whose input is dropped
+        # nonzero() lists both in row-major order and every row drops as many as it grows,
+        # so the i-th freed slot takes the i-th grown input of the same row.
+        slot_rows, slot_cols = slots.nonzero(as_tuple=True)
+        grow_rows, grow_cols = grow.nonzero(as_tuple=True)
+        if not torch.equal(slot_rows, grow_rows):
+            raise AssertionError("rewire must grow exactly as many inputs per label as it drops")
+        idx[slot_rows, slot_cols] = grow_cols.to(idx.dtype)
+        self.clf.values[lo:hi][slot_rows, slot_cols] = init
+        _zero_optimizer_state(optimizer, self.param, slots, slice(lo, hi))
+
+
+@register_connectivity(MaskedClassifier)
+class MaskedConnectivity:
+    def __init__(self, clf: MaskedClassifier):
+        self.clf = clf
+        self.num_labels, self.in_features, self.param = clf.num_labels, clf.in_features, clf.weight
+
+    def active(self, lo: int, hi: int) -> torch.Tensor:
+        return self.clf.mask[lo:hi].clone()
+
+    def magnitude(self, lo: int, hi: int) -> torch.Tensor:
+        return (self.clf.weight[lo:hi].detach().abs() * self.clf.mask[lo:hi]).float()
+
+    @torch.no_grad()
+    def replace(self, lo, hi, drop, grow, init, optimizer) -> None:
+        if not torch.equal(drop.sum(1), grow.sum(1)):
+            raise AssertionError("rewire must grow exactly as many inputs per label as it drops")
+        mask, weight = self.clf.mask[lo:hi], self.clf.weight[lo:hi]
+        mask[drop] = False
+        weight[drop] = 0.0
+        mask[grow] = True
+        weight[grow] = init
+        _zero_optimizer_state(optimizer, self.param, drop | grow, slice(lo, hi))

@@ -1,0 +1,97 @@
+"""Prune and regrow, written once for every sparse classifier (through ``connectivity_of``).
+
+Per label: prune the smallest-magnitude active connections (a fraction of them, or those
+under a threshold), then regrow as many among the inputs that were inactive before pruning —
+uniformly at random (SET) or those with the largest |∂L/∂w| (RigL). The fan-in of every label
+is therefore unchanged. All work is done on label chunks ``[Lc, d]``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from bench.classifiers.base import bce_grad_logits
+from bench.config import DSTConfig
+from bench.dst.connectivity import connectivity_of
+from bench.dst.schedule import RewireSchedule
+from bench.sparse import SparseTargets
+
+CHUNK_ELEMENTS = 1 << 22  # [Lc, d] elements per label chunk (16 MiB of float32)
+
+
+def select_per_row(scores: torch.Tensor, allowed: torch.Tensor, counts: torch.Tensor, largest: bool) -> torch.Tensor:
+    """Bool ``[Lc, d]``: in each row the ``counts[row]`` allowed entries with the largest (or
+    smallest) score."""
+    selected = torch.zeros_like(allowed)
+    most = int(counts.max()) if counts.numel() else 0
+    if most == 0:
+        return selected
+    fill = float("-inf") if largest else float("inf")
+    picked = scores.masked_fill(~allowed, fill).topk(most, dim=1, largest=largest, sorted=True).indices
+    keep = torch.arange(most, device=scores.device) < counts.unsqueeze(1)  # [Lc, most]
+    rows = torch.arange(scores.shape[0], device=scores.device).unsqueeze(1).expand_as(picked)
+    selected[rows[keep], picked[keep]] = True
+    return selected
+
+
+class Rewirer:
+    """Rewires one sparse classifier on the schedule of ``cfg``; ``maybe_rewire`` is called after
+    every optimiser step and returns the rewire's statistics when one happened."""
+
+    def __init__(self, classifier, cfg: DSTConfig, total_steps: int, optimizer=None, seed: int = 0):
+        self.conn = connectivity_of(classifier)
+        self.classifier, self.cfg, self.optimizer = classifier, cfg, optimizer
+        self.schedule = RewireSchedule(cfg, total_steps)
+        self.generator = torch.Generator(device=self.conn.param.device).manual_seed(seed)
+        self.history: list[dict] = []
+
+    def maybe_rewire(self, step: int, h: torch.Tensor | None = None, targets: SparseTargets | None = None):
+        return self.rewire(step, h, targets) if self.schedule.due(step) else None
+
+    @torch.no_grad()
+    def rewire(self, step: int, h: torch.Tensor | None = None, targets: SparseTargets | None = None) -> dict:
+        if self.cfg.regrow == "gradient" and (h is None or targets is None):
+            raise ValueError("gradient (RigL) regrowth needs the batch's layer input h and targets")
+        t0 = time.perf_counter()
+        fraction, threshold = self.schedule.fraction(step), self.schedule.threshold(step)
+        changed, pruned_sum = 0, 0.0
+        d = self.conn.in_features
+        rows = max(1, CHUNK_ELEMENTS // d)
+        for lo in range(0, self.conn.num_labels, rows):
+            hi = min(lo + rows, self.conn.num_labels)
+            active = self.conn.active(lo, hi)  # [Lc, d]
+            magnitude = self.conn.magnitude(lo, hi)  # [Lc, d]
+            if self.cfg.prune == "fraction":
+                wanted = (fraction * active.sum(1)).floor().long()
+            else:
+                wanted = (active & (magnitude < threshold)).sum(1)
+            # never drop more than can be regrown: fan-in stays exact even when k is near d
+            count = torch.minimum(wanted, (~active).sum(1))
+            drop = select_per_row(magnitude, active, count, largest=False)
+            grow = select_per_row(self._grow_scores(lo, hi, h, targets), ~active, count, largest=True)
+            self.conn.replace(lo, hi, drop, grow, self.cfg.regrow_init, self.optimizer)
+            changed += int(count.sum())
+            pruned_sum += float(magnitude[drop].sum())
+        if hasattr(self.classifier, "check_connectivity"):
+            self.classifier.check_connectivity()
+        stats = {
+            "step": step,
+            "fraction": fraction if self.cfg.prune == "fraction" else None,
+            "threshold": threshold if self.cfg.prune == "threshold" else None,
+            "connections_changed": changed,
+            "pruned_mean_abs_weight": pruned_sum / changed if changed else 0.0,
+            "seconds": time.perf_counter() - t0,
+        }
+        self.history.append(stats)
+        return stats
+
+    def _grow_scores(self, lo, hi, h, targets) -> torch.Tensor:
+        shape = (hi - lo, self.conn.in_features)
+        if self.cfg.regrow == "random":
+            return torch.rand(shape, generator=self.generator, device=self.conn.param.device)
+        # RigL: |∂L/∂w[l, i]| = |Σ_b g[b, l] · h[b, i]| for this chunk only: [Lc, B] @ [B, d]
+        logits = self.classifier.logits(h, lo, hi)
+        grad = bce_grad_logits(logits, targets.dense_chunk(lo, hi), h.shape[0])  # [B, Lc]
+        return (grad.t() @ h.float()).abs()
