@@ -44,6 +44,19 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class DSTConfig:
+    regrow: str = "none"  # none (static connectivity) | random (SET) | gradient (RigL)
+    prune: str = "fraction"  # fraction: drop the smallest `fraction` of each label's weights | threshold: drop |w| < threshold
+    interval: int = 25  # rewire every this many optimiser steps
+    start: float = 0.0  # first rewire after this fraction of training
+    end: float = 0.66  # no rewiring after this fraction of training (the paper: 66 %)
+    fraction: float = 0.2  # rewired fraction of each label's connections at `start` (prune=fraction)
+    threshold: float = 0.01  # magnitude threshold at `start` (prune=threshold)
+    decay: str = "cosine"  # how fraction/threshold decay from start to end: cosine (to 0) | constant
+    regrow_init: float = 0.0  # value of regrown weights (the paper: zero)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 3  # passes over the training set
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit)
@@ -83,6 +96,7 @@ class RunConfig:
     results_dir: str = "results"  # where run records (runs.jsonl) and W&B folders go
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    dst: DSTConfig = field(default_factory=DSTConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -95,6 +109,9 @@ CHOICES = {
     "model.activation": ("relu", "gelu", "tanh", "none"),
     "model.bias_init": ("prior", "zero"),
     "train.device": ("auto", "cpu", "cuda"),
+    "dst.regrow": ("none", "random", "gradient"),
+    "dst.prune": ("fraction", "threshold"),
+    "dst.decay": ("cosine", "constant"),
     "tracking.wandb": ("offline", "online", "disabled"),
 }
 
@@ -233,6 +250,15 @@ def check(cfg: RunConfig) -> None:
             raise ConfigError(f"config key {key!r} must be >= 0, got {value}")
     if cfg.train.epochs == 0 and cfg.train.max_steps == 0:
         raise ConfigError("set train.epochs or train.max_steps: both are 0, so nothing would train")
+    if cfg.dst.interval <= 0:
+        raise ConfigError(f"config key 'dst.interval' must be positive, got {cfg.dst.interval}")
+    if not 0.0 <= cfg.dst.start <= cfg.dst.end <= 1.0:
+        raise ConfigError(f"config keys 'dst.start' and 'dst.end' must satisfy 0 <= start <= end <= 1, "
+                          f"got start={cfg.dst.start}, end={cfg.dst.end}")
+    if not 0.0 <= cfg.dst.fraction <= 1.0:
+        raise ConfigError(f"config key 'dst.fraction' must be in [0, 1], got {cfg.dst.fraction}")
+    if cfg.dst.threshold < 0:
+        raise ConfigError(f"config key 'dst.threshold' must be >= 0, got {cfg.dst.threshold}")
     if not 0.0 <= cfg.model.density <= 1.0:
         raise ConfigError(f"config key 'model.density' must be in [0, 1], got {cfg.model.density}")
     if not 0.0 <= cfg.model.dropout < 1.0:
