@@ -70,6 +70,7 @@ class TrainConfig:
     log_every: int = 10  # log the training loss every this many steps
     threads: int = 0  # torch CPU threads (0: torch's default)
     device: str = "auto"  # auto | cpu | cuda
+    fused_loss: bool = True  # classifier loss label chunk by label chunk (no [B, L] logits); false: unfused, for comparison
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
             with watch:
                 batch = batch.to(device)
                 h = model.encoder(batch)  # [B, d]
-                loss = model.classifier.loss(h, batch.targets)
+                loss = model.classifier.loss(h, batch.targets, fused=cfg.train.fused_loss)
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
                 loss.backward()
