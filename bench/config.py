@@ -28,6 +28,10 @@ class DataConfig:
     avg_labels_per_point: float = 5.0  # synthetic: mean number of positive labels per point
     zipf_exponent: float = 1.0  # synthetic: label frequency ~ rank^-exponent
     seed: int = 0  # synthetic: data seed (kept apart from the run seed so seeds vary the model only)
+    path: str = ""  # real datasets: folder of its files ("" = $XMC_SHARED_DATA/<folder> or ../shared/data/<folder>)
+    test_fraction: float = 0.2  # real datasets without an official split: fraction of points in the seeded test split
+    split_seed: int = 0  # real datasets without an official split: seed of that test split
+    cache_dir: str = ""  # Arrow cache of `xmc-bench data prepare` ("" = $XMC_CACHE_DIR or ~/.cache/xmc-dst-bench)
 
 
 @dataclass(frozen=True)

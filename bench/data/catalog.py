@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from bench.config import DataConfig
+from bench.data.real import Source, load_source
 from bench.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -21,6 +24,23 @@ def _synthetic(cfg: DataConfig):
         zipf_exponent=cfg.zipf_exponent,
         seed=cfg.seed,
     )
+
+
+# The real datasets of ../shared/data (see datasets/NAME.yaml for each card and provenance).
+SHARED = {
+    "bibtex": Source("Bibtex", "arff", "bibtex-train.arff", "bibtex-test.arff", "bibtex.xml"),
+    # the .xml renames 9 of the split files' label attributes (e.g. TAG_.net): take the last 983
+    "delicious": Source("Delicious", "arff", "delicious-train.arff", "delicious-test.arff", "delicious.xml",
+                        labels_by="last"),
+    "corel5k": Source("Corel5k", "arff", "Corel5k-train-sparse.arff", "Corel5k-test-sparse.arff", "Corel5k.xml"),
+    "mediamill-small": Source("Mediamill_small", "arff", "mediamill_small.arff", xml="mediamill_small.xml",
+                              features="l2"),
+    "stackex-cooking": Source("Stackex_cooking", "bow", "stackex_cooking_data.txt"),
+    "stackex-cs": Source("Stackex_cs", "bow", "stackex_cs_data.txt"),
+    "stackex-chemistry": Source("Stackex_chemistry", "bow", "stackex_chemistry_data.txt"),
+}
+for _name, _source in SHARED.items():
+    DATASETS.register(_name, partial(load_source, _name, _source))
 
 
 def load_dataset(cfg: DataConfig):

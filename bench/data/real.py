@@ -1,0 +1,122 @@
+"""Real datasets read from files as they are distributed: MULAN ARFF (+ .xml) and XC BOW.
+
+A dataset is described by a ``Source`` (its folder, format, files and how to split it) and
+registered by name in ``bench.data.catalog``. Files are looked up in ``data.path`` when set,
+else in ``$XMC_SHARED_DATA/<folder>``, else in ``../shared/data/<folder>`` beside the repository.
+
+Features become what the bag-of-words encoder expects: word counts or binary word indicators
+get ``(1 + log tf) · idf`` with the idf of the training split, rows L2-normalised (``tfidf``);
+dense numeric features (Mediamill) are only L2-normalised (``l2``). Where a dataset ships an
+official train/test split it is used; otherwise the test split is a seeded random draw of
+``data.test_fraction`` of the points (``data.split_seed``), the same on every machine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.config import DataConfig
+from bench.data.dataset import XMCDataset
+from bench.data.formats import read_arff, read_bow, read_mulan_xml
+from bench.errors import BenchError, ConfigError
+from bench.sparse import CSR
+
+SHARED_DATA_ENV = "XMC_SHARED_DATA"
+
+
+@dataclass(frozen=True)
+class Source:
+    folder: str  # directory name under the shared data root
+    format: str  # arff (MULAN ARFF + .xml) | bow (XC BOW single file)
+    train: str  # the training file, or the only file when there is no official split
+    test: str = ""  # the official test file; "" means a seeded split of `train`
+    xml: str = ""  # MULAN label file (arff)
+    labels_by: str = "name"  # arff: `name` (attributes the .xml names) | `last` (the last N, N from the .xml)
+    features: str = "tfidf"  # tfidf (counts / binary words) | l2 (dense numeric features)
+
+
+def shared_data_root() -> Path:
+    env = os.environ.get(SHARED_DATA_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def source_dir(source: Source, cfg: DataConfig) -> Path:
+    folder = Path(cfg.path) if cfg.path else shared_data_root() / source.folder
+    if not folder.is_dir():
+        raise BenchError(
+            f"dataset {cfg.name!r}: folder {folder} does not exist; expected the files {source.train}"
+            f"{' and ' + source.test if source.test else ''} there (set data.path=DIR or ${SHARED_DATA_ENV})"
+        )
+    return folder
+
+
+def load_source(name: str, source: Source, cfg: DataConfig) -> XMCDataset:
+    folder = source_dir(source, cfg)
+    if source.format == "arff":
+        labels = read_mulan_xml(folder / source.xml)
+        spec = len(labels) if source.labels_by == "last" else labels
+        train = read_arff(folder / source.train, spec)
+        parts = [(train.features, train.labels)]
+        if source.test:
+            test = read_arff(folder / source.test, spec)
+            if test.feature_names != train.feature_names or test.label_names != train.label_names:
+                raise BenchError(f"{folder / source.test}: its attributes differ from {folder / source.train}'s")
+            parts.append((test.features, test.labels))
+    elif source.format == "bow":
+        parts = [read_bow(folder / source.train)]
+        if source.test:
+            parts.append(read_bow(folder / source.test))
+    else:
+        raise ValueError(f"unknown source format {source.format!r}")
+    meta = {"source": str(folder), "files": [source.train] + ([source.test] if source.test else [])}
+    if source.test:
+        (train_x, train_y), (test_x, test_y) = parts
+        meta["split"] = "official"
+    else:
+        x, y = parts[0]
+        train_rows, test_rows = seeded_split(x.num_rows, cfg.test_fraction, cfg.split_seed)
+        train_x, train_y, test_x, test_y = x.take_rows(train_rows), y.take_rows(train_rows), x.take_rows(test_rows), y.take_rows(test_rows)
+        meta["split"] = f"seeded: test_fraction={cfg.test_fraction} split_seed={cfg.split_seed}"
+    transform = tf_idf if source.features == "tfidf" else (lambda a, b: (l2_normalize(a), l2_normalize(b)))
+    train_x, test_x = transform(train_x, test_x)
+    meta["features"] = source.features
+    return XMCDataset(name, train_x, train_y, test_x, test_y, meta)
+
+
+def seeded_split(num_points: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, test rows), each ascending: a random ``test_fraction`` of the points drawn
+    by ``np.random.default_rng(seed).permutation`` is the test split."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"config key 'data.test_fraction' must be in (0, 1), got {test_fraction}")
+    num_test = int(round(num_points * test_fraction))
+    if not 0 < num_test < num_points:
+        raise ConfigError(f"data.test_fraction={test_fraction} leaves an empty split of {num_points} points")
+    order = np.random.default_rng(seed).permutation(num_points)
+    return np.sort(order[num_test:]), np.sort(order[:num_test])
+
+
+def tf_idf(train_x: CSR, test_x: CSR) -> tuple[CSR, CSR]:
+    """``(1 + log tf) · idf`` with the smoothed idf of the training rows, rows L2-normalised."""
+    df = np.bincount(train_x.indices, minlength=train_x.num_cols)  # [V]
+    idf = np.log((1.0 + train_x.num_rows) / (1.0 + df)) + 1.0
+
+    def apply(x: CSR) -> CSR:
+        tf = np.ones(x.nnz) if x.data is None else x.data.astype(np.float64)
+        if np.any(tf < 0):
+            raise BenchError("tf-idf needs non-negative counts; use features=l2 for signed features")
+        value = np.where(tf > 0, 1.0 + np.log(np.maximum(tf, 1e-30)), 0.0) * idf[x.indices]
+        return l2_normalize(CSR(x.indptr, x.indices, value.astype(np.float32), x.num_cols))
+
+    return apply(train_x), apply(test_x)
+
+
+def l2_normalize(x: CSR) -> CSR:
+    value = np.ones(x.nnz) if x.data is None else x.data.astype(np.float64)
+    row = np.repeat(np.arange(x.num_rows), x.row_lengths())
+    norm = np.sqrt(np.bincount(row, weights=value * value, minlength=x.num_rows))  # [N]
+    value /= np.where(norm > 0, norm, 1.0)[row]  # a row without features stays empty
+    return CSR(x.indptr, x.indices, value.astype(np.float32), x.num_cols)
