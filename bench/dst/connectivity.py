@@ -1,13 +1,15 @@
 """The small protocol through which DST sees a sparse classifier.
 
-DST works on label chunks ``[lo, hi)`` through a dense view of that chunk only (``[Lc, d]``,
-never ``[L, d]`` at once for layers that do not hold one):
+DST works on label chunks ``[lo, hi)``. A layer stores each label's connections in ``S`` slots
+(``S = k`` for fixed fan-in, ``S = d`` for a mask), and exposes:
 
-- ``active(lo, hi)``: bool ``[Lc, d]`` — which inputs each label uses;
-- ``magnitude(lo, hi)``: ``[Lc, d]`` — |w| of active connections (0 elsewhere);
-- ``replace(lo, hi, drop, grow, init, optimizer)``: remove the ``drop`` connections and add the
-  ``grow`` ones (same count per label), set the new weights to ``init`` and zero their
-  optimiser state; dropped weights keep no optimiser state either.
+- ``slots(lo, hi)``: ``(magnitude [Lc, S], in_use [Lc, S] bool)`` — |w| of each slot and
+  whether the slot holds a connection; pruning chooses among these slots;
+- ``active(lo, hi)``: bool ``[Lc, d]`` — which inputs each label uses (the regrowth candidates
+  are the others); only this chunk is ever materialised, never ``[L, d]``;
+- ``replace(lo, hi, drop, grow, init, optimizer)``: empty the ``drop`` slots ``[Lc, S]`` and
+  connect the ``grow`` inputs ``[Lc, d]`` (as many per label), set the new weights to ``init``
+  and zero their optimiser state; dropped weights keep no optimiser state either.
 
 Each sparse classifier registers an adapter here; SET and RigL are written once against it.
 """
@@ -59,23 +61,22 @@ class FixedFanInConnectivity:
         out = torch.zeros(hi - lo, self.in_features, dtype=torch.bool, device=self.param.device)
         return out.scatter_(1, self.clf.indices[lo:hi].long(), True)
 
-    def magnitude(self, lo: int, hi: int) -> torch.Tensor:
-        out = torch.zeros(hi - lo, self.in_features, dtype=torch.float32, device=self.param.device)
-        return out.scatter_(1, self.clf.indices[lo:hi].long(), self.clf.values[lo:hi].detach().abs().float())
+    def slots(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        magnitude = self.clf.values[lo:hi].detach().abs().float()  # [Lc, k]
+        return magnitude, torch.ones_like(magnitude, dtype=torch.bool)
 
     @torch.no_grad()
     def replace(self, lo, hi, drop, grow, init, optimizer) -> None:
         idx = self.clf.indices[lo:hi]  # [Lc, k]
-        slots = drop.gather(1, idx.long())  # [Lc, k]: the slots whose input is dropped
         # nonzero() lists both in row-major order and every row drops as many as it grows,
         # so the i-th freed slot takes the i-th grown input of the same row.
-        slot_rows, slot_cols = slots.nonzero(as_tuple=True)
+        slot_rows, slot_cols = drop.nonzero(as_tuple=True)
         grow_rows, grow_cols = grow.nonzero(as_tuple=True)
         if not torch.equal(slot_rows, grow_rows):
             raise AssertionError("rewire must grow exactly as many inputs per label as it drops")
         idx[slot_rows, slot_cols] = grow_cols.to(idx.dtype)
         self.clf.values[lo:hi][slot_rows, slot_cols] = init
-        _zero_optimizer_state(optimizer, self.param, slots, slice(lo, hi))
+        _zero_optimizer_state(optimizer, self.param, drop, slice(lo, hi))
 
 
 @register_connectivity(MaskedClassifier)
@@ -87,8 +88,9 @@ class MaskedConnectivity:
     def active(self, lo: int, hi: int) -> torch.Tensor:
         return self.clf.mask[lo:hi].clone()
 
-    def magnitude(self, lo: int, hi: int) -> torch.Tensor:
-        return (self.clf.weight[lo:hi].detach().abs() * self.clf.mask[lo:hi]).float()
+    def slots(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = self.clf.mask[lo:hi]
+        return (self.clf.weight[lo:hi].detach().abs() * mask).float(), mask
 
     @torch.no_grad()
     def replace(self, lo, hi, drop, grow, init, optimizer) -> None:

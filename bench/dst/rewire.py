@@ -61,16 +61,16 @@ class Rewirer:
         rows = max(1, CHUNK_ELEMENTS // d)
         for lo in range(0, self.conn.num_labels, rows):
             hi = min(lo + rows, self.conn.num_labels)
+            magnitude, in_use = self.conn.slots(lo, hi)  # [Lc, S]
             active = self.conn.active(lo, hi)  # [Lc, d]
-            magnitude = self.conn.magnitude(lo, hi)  # [Lc, d]
             if self.cfg.prune == "fraction":
-                wanted = (fraction * active.sum(1)).floor().long()
+                wanted = (fraction * in_use.sum(1)).floor().long()
             else:
-                wanted = (active & (magnitude < threshold)).sum(1)
+                wanted = (in_use & (magnitude < threshold)).sum(1)
             # never drop more than can be regrown: fan-in stays exact even when k is near d
             count = torch.minimum(wanted, (~active).sum(1))
-            drop = select_per_row(magnitude, active, count, largest=False)
-            grow = select_per_row(self._grow_scores(lo, hi, h, targets), ~active, count, largest=True)
+            drop = select_per_row(magnitude, in_use, count, largest=False)  # [Lc, S]
+            grow = select_per_row(self._grow_scores(lo, hi, h, targets), ~active, count, largest=True)  # [Lc, d]
             self.conn.replace(lo, hi, drop, grow, self.cfg.regrow_init, self.optimizer)
             changed += int(count.sum())
             pruned_sum += float(magnitude[drop].sum())
