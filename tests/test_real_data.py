@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bench.config import DataConfig
+from bench.data.cards import check_against_card, load_card
 from bench.data.catalog import SHARED, load_dataset
 from bench.data.formats import read_arff, read_bow, read_mulan_xml
 from bench.data.real import seeded_split
@@ -74,6 +75,10 @@ def test_registered_dataset(name, num_train, num_test, num_features, num_labels)
                                 weights=d.train_x.data.astype(np.float64) ** 2, minlength=d.num_train))
     np.testing.assert_allclose(norms[d.train_x.row_lengths() > 0], 1.0, rtol=1e-5)  # L2-normalised rows
     assert d.meta["split"] == ("official" if SHARED[name].test else "seeded: test_fraction=0.2 split_seed=0")
+    card = load_card(name)  # the card's statistics are those of the files
+    check_against_card(d.stats(), card)
+    for key in ("avg_labels_per_point", "avg_points_per_label"):
+        assert d.stats()[key] == pytest.approx(card["statistics"][key], abs=0.001)
 
 
 def test_every_shared_dataset_is_expected():
