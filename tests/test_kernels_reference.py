@@ -167,8 +167,9 @@ def test_bad_arguments():
 
 @pytest.fixture
 def backends(monkeypatch):
-    """A private copy of the table, so backends registered by a test vanish after it."""
-    monkeypatch.setattr(ops, "_BACKENDS", dict(ops._BACKENDS))
+    """A private table holding only the reference, so backends registered by a test vanish
+    after it (and the compiled ones do not outrank the test's own)."""
+    monkeypatch.setattr(ops, "_BACKENDS", {"reference": ops._BACKENDS["reference"]})
     monkeypatch.delenv(ops.ENV_VAR, raising=False)
     return ops._BACKENDS
 
@@ -191,7 +192,7 @@ def small_problem():
     return x, values, random_indices(5, 8, 4, torch.int16)
 
 
-def test_reference_is_the_default_on_cpu(backends):
+def test_reference_is_the_fallback_on_cpu(backends):
     assert "reference" in list_backends()
     assert select_backend(torch.randn(2, 3)) == "reference"
 
@@ -208,7 +209,7 @@ def test_new_backend_is_one_registration(backends):
 def test_unavailable_backend_is_skipped_and_cannot_be_forced(backends):
     spy_backend("cuda-only", [], available=lambda x: x.is_cuda, priority=10)
     x, values, indices = small_problem()
-    assert select_backend(x) == "reference"
+    assert select_backend(x) != "cuda-only"
     with pytest.raises(ConfigError, match="cuda-only.*cannot run"):
         fixed_fan_in(x, values, indices, backend="cuda-only")
 

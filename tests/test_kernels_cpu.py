@@ -1,0 +1,89 @@
+"""The compiled CPU backend against the reference: forward, grad wrt input, grad wrt values,
+on ragged shapes (batch not a multiple of the 16/64/128-wide register blocks, label count not
+a multiple of the 16-label tile, k not a power of two), float32/bfloat16, int16/int32/int64
+ids, one and two threads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.kernels import cpu, fixed_fan_in, reference, select_backend
+
+pytestmark = pytest.mark.skipif(cpu.library() is None, reason="no C compiler: the CPU backend is unavailable")
+
+
+def random_indices(num_labels, in_features, fan_in, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(num_labels, in_features, generator=g).argsort(dim=1)[:, :fan_in].to(dtype)
+
+
+SHAPES = [  # (B, d, L, k)
+    (7, 37, 1003, 13),
+    (130, 64, 45, 5),  # 128 + 2 columns: the wide block, then the scalar tail
+    (200, 300, 17, 33),  # 128 + 64 + 8
+    (3, 9, 1, 3),
+]
+
+
+def check(got, want, dtype):
+    assert got.dtype == dtype and got.shape == want.shape
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    else:
+        scale = want.float().abs().max().item()
+        torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2 * scale)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("index_dtype", [torch.int16, torch.int32, torch.int64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_matches_reference(shape, index_dtype, dtype, threads):
+    batch, d, num_labels, k = shape
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, d, generator=g).to(dtype)
+    values = torch.randn(num_labels, k, generator=g).to(dtype)
+    grad_out = torch.randn(batch, num_labels, generator=g).to(dtype)
+    indices = random_indices(num_labels, d, k, index_dtype)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        check(cpu.ffi_forward(x, values, indices), reference.ffi_forward(x, values, indices), dtype)
+        check(cpu.ffi_grad_values(grad_out, x, indices), reference.ffi_grad_values(grad_out, x, indices), dtype)
+        check(cpu.ffi_grad_input(grad_out, values, indices, d),
+              reference.ffi_grad_input(grad_out, values, indices, d), dtype)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_selected_for_cpu_tensors_and_used_by_autograd():
+    x = torch.randn(5, 20, requires_grad=True)
+    values = torch.randn(30, 4, requires_grad=True)
+    indices = random_indices(30, 20, 4, torch.int16)
+    assert select_backend(x) == "cpu"
+    fixed_fan_in(x, values, indices).square().sum().backward()
+    want = [t.detach().requires_grad_() for t in (x, values)]
+    fixed_fan_in(*want, indices, backend="reference").square().sum().backward()
+    torch.testing.assert_close(x.grad, want[0].grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(values.grad, want[1].grad, rtol=1e-5, atol=1e-5)
+
+
+def test_float64_and_empty_inputs():
+    assert select_backend(torch.randn(2, 3, dtype=torch.float64)) == "reference"
+    x, values = torch.randn(4, 6), torch.zeros(0, 3)
+    assert cpu.ffi_forward(x, values, torch.zeros(0, 3, dtype=torch.int16)).shape == (4, 0)
+    assert cpu.ffi_grad_input(torch.zeros(4, 0), values, torch.zeros(0, 3, dtype=torch.int16), 6).abs().sum() == 0
+
+
+def test_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv(cpu.CACHE_ENV, str(tmp_path))
+    cpu.library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="CPU backend unavailable.*reference"):
+            assert select_backend(torch.randn(2, 3)) == "reference"
+    finally:
+        monkeypatch.undo()
+        cpu.library.cache_clear()
+    assert cpu.library() is not None
