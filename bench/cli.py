@@ -94,6 +94,64 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from bench.config import DataConfig, parse_override, resolve
+    from bench.data import cache
+
+    overrides = dict(parse_override(o) for o in args.overrides)
+    bad = [k for k in overrides if not k.startswith("data.")]
+    if bad:
+        raise BenchError(f"`xmc-bench data` takes only data.* overrides, got {', '.join(bad)}")
+    overrides["data.name"] = args.name
+    if args.path:
+        overrides["data.path"] = args.path
+    if args.cache_dir:
+        overrides["data.cache_dir"] = args.cache_dir
+    cfg: DataConfig = resolve(overrides).data
+    if args.data_command == "prepare":
+        print(f"preparing {cfg.name} into {cache.cache_path(cfg)}")
+        folder = cache.prepare(cfg)
+        print(f"cached {cfg.name} at {folder}; `xmc-bench run data={cfg.name}` now loads it from there")
+        return 0
+    meta = cache.read_meta(cache.cache_path(cfg))
+    if meta is not None and meta.get("data_config") == cache.cache_key(cfg):
+        stats, where = meta["statistics"], f"cache {cache.cache_path(cfg)}"
+        counts = cache.load_label_table(cache.cache_path(cfg))["train_count"]
+    else:
+        from bench.data.catalog import load_dataset
+
+        dataset = load_dataset(cfg)
+        stats, where = cache.label_statistics(dataset), dataset.meta.get("source", "built in")
+        counts = dataset.train_y.column_counts()
+    if args.json:
+        print(json.dumps({"name": cfg.name, "from": str(where), **stats}))
+    else:
+        print(f"{cfg.name}  (from {where})")
+        for key, value in stats.items():
+            print(f"  {key:42} {value:.4g}" if isinstance(value, float) else f"  {key:42} {value}")
+    if args.plot:
+        _plot_label_frequencies(counts, cfg.name, Path(args.plot))
+        print(f"label-frequency plot written to {args.plot}")
+    return 0
+
+
+def _plot_label_frequencies(counts, name: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    freq = np.sort(np.asarray(counts))[::-1]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.loglog(np.arange(1, len(freq) + 1), np.maximum(freq, 0.5), lw=1.5)
+    ax.set(xlabel="label rank", ylabel="training points", title=f"{name}: label frequencies")
+    ax.grid(True, which="both", alpha=0.3)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, bbox_inches="tight", dpi=120)
+    plt.close(fig)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xmc-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", type=int, default=5, help="largest k")
     ev.add_argument("--json", action="store_true", help="print one JSON object (fractions)")
     ev.set_defaults(func=cmd_evaluate)
+
+    data = sub.add_parser("data", help="prepare (check and cache) or describe a dataset")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    for command, text in (("prepare", "validate a dataset against its card and cache it as Arrow files"),
+                          ("info", "print a dataset's statistics (from its cache when prepared)")):
+        cmd = data_sub.add_parser(command, help=text)
+        cmd.add_argument("name", help="registered dataset, e.g. bibtex (`xmc-bench list`)")
+        cmd.add_argument("overrides", nargs="*", help="data.* overrides, e.g. data.split_seed=1")
+        cmd.add_argument("--path", default="", help="folder holding the dataset's files (data.path)")
+        cmd.add_argument("--cache-dir", default="", help="cache root (data.cache_dir)")
+        if command == "info":
+            cmd.add_argument("--plot", default="", help="also write a label-frequency plot (PNG/SVG) here")
+            cmd.add_argument("--json", action="store_true", help="print one JSON object")
+        cmd.set_defaults(func=cmd_data)
     return parser
 
 

@@ -44,6 +44,13 @@ for _name, _source in SHARED.items():
 
 
 def load_dataset(cfg: DataConfig):
-    dataset = DATASETS.get(cfg.name)(cfg)
+    """The dataset ``cfg.name``: from its prepared cache (``xmc-bench data prepare``) when one
+    was built from the same data settings, else built from its source."""
+    from bench.data.cache import load_cached
+
+    build = DATASETS.get(cfg.name)  # an unknown name fails here, with a "did you mean"
+    dataset = load_cached(cfg)
+    if dataset is None:
+        dataset = build(cfg)
     dataset.validate()
     return dataset

@@ -1,0 +1,208 @@
+"""Prepared datasets cached as local Hugging Face ``datasets`` Arrow files.
+
+``prepare(cfg)`` reads a registered dataset, validates it (matrix invariants, the counts of its
+card), computes label statistics and propensities, and writes::
+
+    <cache_dir>/<name>/
+        train/, test/     Arrow datasets: feature_ids, feature_values, label_ids (large lists, one row per point)
+        labels/           Arrow dataset: train_count, propensity (one row per label)
+        meta.json         name, the data config it was built from, statistics, card propensity A/B — written last
+
+Everything is written into a temporary folder beside the target and renamed into place only
+when complete, so a failed prepare leaves no partial cache and never damages an existing one.
+``load_cached`` memory-maps the Arrow files and hands their buffers to ``CSR`` without a copy:
+loading needs no more memory than the sparse matrices themselves (and their pages are
+file-backed, shared and evictable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from bench.config import DataConfig
+from bench.data.dataset import XMCDataset
+from bench.errors import BenchError
+from bench.sparse import CSR
+
+CACHE_ENV = "XMC_CACHE_DIR"
+FORMAT_VERSION = 1
+SPLITS = ("train", "test")
+NOT_KEY = ("path", "cache_dir")  # where files live does not change the data
+
+
+def cache_root(cfg: DataConfig) -> Path:
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir)
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "xmc-dst-bench"
+
+
+def cache_path(cfg: DataConfig) -> Path:
+    return cache_root(cfg) / cfg.name
+
+
+def cache_key(cfg: DataConfig) -> dict:
+    """The data config fields that decide the cached content (not where files live)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_KEY}
+
+
+def label_statistics(dataset: XMCDataset) -> dict:
+    """``XMCDataset.stats()`` plus the shape of the label-frequency distribution."""
+    counts = dataset.train_y.column_counts()  # [L]
+    return {
+        **dataset.stats(),
+        "label_frequency_max": int(counts.max()) if counts.size else 0,
+        "label_frequency_median": float(np.median(counts)) if counts.size else 0.0,
+        "frac_labels_with_at_most_5_train_points": float(np.mean(counts <= 5)) if counts.size else 0.0,
+        "frac_train_points_without_labels": float(np.mean(dataset.train_y.row_lengths() == 0)),
+        "frac_test_points_without_labels": float(np.mean(dataset.test_y.row_lengths() == 0)),
+        "frac_test_labels_unseen_in_train": float(
+            np.mean(counts[dataset.test_y.indices] == 0)) if dataset.test_y.nnz else 0.0,
+    }
+
+
+def prepare(cfg: DataConfig, log=print) -> Path:
+    """Build, check and cache dataset ``cfg.name``; returns the cache folder."""
+    from bench.data.cards import check_against_card, load_card
+    from bench.data.catalog import DATASETS
+    from bench.data.propensity import jain_propensity
+
+    dataset = DATASETS.get(cfg.name)(cfg).validate()
+    card = load_card(cfg.name)
+    stats = label_statistics(dataset)
+    if card is not None:
+        check_against_card(stats, card)
+    A, B = (card["propensity"]["A"], card["propensity"]["B"]) if card else (0.55, 1.5)
+    counts = dataset.train_y.column_counts()
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "name": dataset.name,
+        "data_config": cache_key(cfg),
+        "statistics": stats,
+        "propensity": {"A": A, "B": B},
+        "source": dataset.meta,
+        "card": f"datasets/{cfg.name}.yaml" if card else None,
+    }
+    root = cache_root(cfg)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.name}.tmp-", dir=root))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+    try:
+        for split in SPLITS:
+            x, y = getattr(dataset, f"{split}_x"), getattr(dataset, f"{split}_y")
+            _save(_split_table(x, y), tmp / split)
+            log(f"  {split}: {x.num_rows} points, {x.nnz} feature and {y.nnz} label entries")
+        import pyarrow as pa
+
+        _save(pa.table({"train_count": counts, "propensity": jain_propensity(counts, dataset.num_train, A, B)}),
+              tmp / "labels")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        _swap_into_place(tmp, root / cfg.name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root / cfg.name
+
+
+def load_cached(cfg: DataConfig) -> XMCDataset | None:
+    """The cached dataset for ``cfg`` (memory-mapped), or ``None`` when there is none or it was
+    built from other data settings (e.g. another ``data.split_seed``)."""
+    folder = cache_path(cfg)
+    meta = read_meta(folder)
+    if meta is None or meta.get("format_version") != FORMAT_VERSION or meta.get("data_config") != cache_key(cfg):
+        return None
+    mats = {}
+    for split in SPLITS:
+        mats[f"{split}_x"], mats[f"{split}_y"] = _load_split(folder / split, meta["statistics"])
+    return XMCDataset(meta["name"], **mats, meta={**meta["source"], "cache": str(folder)})
+
+
+def read_meta(folder: Path) -> dict | None:
+    path = Path(folder) / "meta.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise BenchError(f"{path}: damaged cache metadata ({err.msg}); run `xmc-bench data prepare` again") from None
+
+
+def load_label_table(folder: Path) -> dict[str, np.ndarray]:
+    table = _load_table(Path(folder) / "labels")
+    return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
+# -- Arrow <-> CSR ------------------------------------------------------------------------------
+
+
+def _list_array(indptr: np.ndarray, values: np.ndarray):
+    import pyarrow as pa
+
+    return pa.LargeListArray.from_arrays(pa.array(indptr.astype(np.int64, copy=False)), pa.array(values))
+
+
+def _split_table(x: CSR, y: CSR):
+    import pyarrow as pa
+
+    values = x.data if x.data is not None else np.ones(x.nnz, np.float32)
+    return pa.table({
+        "feature_ids": _list_array(x.indptr, x.indices.astype(np.int64, copy=False)),  # [N] lists of int64
+        "feature_values": _list_array(x.indptr, values.astype(np.float32, copy=False)),  # [N] lists of float32
+        "label_ids": _list_array(y.indptr, y.indices.astype(np.int64, copy=False)),  # [N] lists of int64
+    })
+
+
+def _save(table, folder: Path) -> None:
+    import datasets
+    from datasets.table import InMemoryTable
+
+    datasets.disable_progress_bars()
+    datasets.Dataset(InMemoryTable(table)).save_to_disk(str(folder))
+
+
+def _load_table(folder: Path):
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only, never the Hub
+    import datasets
+
+    return datasets.load_from_disk(str(folder)).data.table  # pyarrow Table over memory-mapped files
+
+
+def _load_split(folder: Path, stats: dict) -> tuple[CSR, CSR]:
+    table = _load_table(folder)
+
+    def flat(name: str) -> tuple[np.ndarray, np.ndarray]:
+        column = table.column(name)
+        array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()  # several shards: one copy
+        offsets = array.offsets.to_numpy()  # [N + 1] int64, zero-copy
+        values = array.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_numpy()  # [nnz], zero-copy
+        return (offsets - offsets[0]) if offsets[0] else offsets, values
+
+    indptr, ids = flat("feature_ids")
+    _, values = flat("feature_values")
+    y_indptr, labels = flat("label_ids")
+    return CSR(indptr, ids, values, stats["num_features"]), CSR(y_indptr, labels, None, stats["num_labels"])
+
+
+def _swap_into_place(tmp: Path, final: Path) -> None:
+    """Rename the finished ``tmp`` to ``final``; an existing ``final`` is moved aside first and
+    restored if the rename fails, then deleted."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        final.rename(old)
+    try:
+        tmp.rename(final)
+    except BaseException:
+        if old is not None:
+            old.rename(final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
