@@ -85,7 +85,8 @@ def cmd_report(args) -> int:
 def cmd_evaluate(args) -> int:
     from bench.evaluation import evaluate_files
 
-    metrics = evaluate_files(args.predictions, args.labels, args.train_labels, A=args.A, B=args.B, k=args.k)
+    metrics = evaluate_files(args.predictions, args.labels, args.train_labels, A=args.A, B=args.B, k=args.k,
+                             filter_path=args.filter)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -152,6 +153,24 @@ def _plot_label_frequencies(counts, name: str, out: Path) -> None:
     plt.close(fig)
 
 
+def cmd_kernels(args) -> int:
+    from bench.bench_kernels import HEADER, run_kernels
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    print(HEADER)
+    print("|" + "|".join("-" * len(c) for c in HEADER.split("|")[1:-1]) + "|")
+    rows = run_kernels(batch=args.batch, dim=args.dim, fan_ins=args.fan_in, labels=args.labels, dtype=args.dtype,
+                       device=args.device, warmup=args.warmup, repeats=args.repeats, max_gb=args.max_gb,
+                       layers=args.layers, out_dir=args.out)
+    if any(r.skipped for r in rows):
+        print("skipped rows would not fit in memory (raise --max-gb to try them)")
+    print(f"records appended to {Path(args.out) / 'kernels.jsonl'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xmc-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,8 +201,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--A", type=float, default=0.55, help="propensity parameter A")
     ev.add_argument("--B", type=float, default=1.5, help="propensity parameter B")
     ev.add_argument("--k", type=int, default=5, help="largest k")
+    ev.add_argument("--filter", default=None, help="'doc label' pairs (0-based) removed from the predictions before top-k")
     ev.add_argument("--json", action="store_true", help="print one JSON object (fractions)")
     ev.set_defaults(func=cmd_evaluate)
+
+    ker = sub.add_parser("kernels", help="time fixed fan-in backends against dense, masked and torch CSR layers")
+    ker.add_argument("--labels", type=int, nargs="+", default=[16384, 131072, 1048576], help="label counts L")
+    ker.add_argument("--fan-in", type=int, nargs="+", default=[16, 32, 64], help="fan-ins k")
+    ker.add_argument("--batch", type=int, default=256, help="batch size B")
+    ker.add_argument("--dim", type=int, default=768, help="input size d")
+    ker.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="values and inputs")
+    ker.add_argument("--device", default="cpu", help="cpu or cuda")
+    ker.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ker.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    ker.add_argument("--repeats", type=int, default=5, help="timed runs (the median is reported)")
+    ker.add_argument("--max-gb", type=float, default=None, help="skip layers estimated above this (default: 60%% of free RAM)")
+    ker.add_argument("--layers", nargs="+", default=None,
+                     help="dense masked csr ffi ffi/cpu ffi/reference ffi/triton (default: all but ffi/reference)")
+    ker.add_argument("--out", default="results/kernels", help="directory of kernels.jsonl")
+    ker.set_defaults(func=cmd_kernels)
 
     data = sub.add_parser("data", help="prepare (check and cache) or describe a dataset")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -12,6 +12,7 @@ from bench.kernels.ops import (
 )
 from bench.kernels import cpu  # noqa: F401,E402 — registers the compiled CPU backend
 
+
 def _register_triton() -> None:
     """The Triton backend runs on CUDA tensors only: registered where a GPU and triton exist."""
     import torch

@@ -1,0 +1,247 @@
+"""`xmc-bench kernels`: the fixed fan-in op against its peers, timed in one process.
+
+Layers, all ``[B, d] → [B, L]`` without bias, float32 unless asked otherwise:
+
+- ``dense``      ``nn.Linear``'s math (``F.linear``), the baseline: 2·B·L·d FLOPs per pass;
+- ``masked``     a dense weight with a random mask of density k/d applied to its gradient
+                 (how most DST code simulates sparsity): dense FLOPs and memory;
+- ``csr``        the same connectivity as a torch CSR tensor: ``torch.sparse.mm`` forward,
+                 ``torch.sparse.mm`` with the transposed pattern for the input gradient and
+                 ``torch.sparse.sampled_addmm`` for the weight gradient: 2·B·L·k FLOPs per pass;
+- ``ffi/<name>`` ``fixed_fan_in`` on each backend that can run on the device: 2·B·L·k.
+
+"fwd+bwd" is the forward and both gradients (input and weights), three passes. Times are the
+median of ``repeats`` runs after ``warmup`` runs; GFLOP/s counts the FLOPs each layer does
+(dense FLOPs for masked); "× dense" is the dense time over the layer's time (higher: faster).
+A configuration whose estimated memory exceeds ``--max-gb`` is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from bench.kernels import fixed_fan_in, list_backends, ops
+from bench.measure import cpu_model, git_commit
+from bench.tracking import append_record
+
+
+# the pure-torch reference is an oracle, not a contender (seconds per pass at L = 131072): opt in
+DEFAULT_LAYERS = ("dense", "masked", "csr", "ffi/cpu", "ffi/triton")
+
+
+@dataclass
+class Timing:
+    layer: str
+    B: int
+    d: int
+    L: int
+    k: int
+    dtype: str
+    threads: int
+    fwd_ms: float | None = None
+    fwdbwd_ms: float | None = None
+    gflops_fwd: float | None = None
+    gflops_fwdbwd: float | None = None
+    vs_dense_fwd: float | None = None
+    vs_dense_fwdbwd: float | None = None
+    skipped: str = ""
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _median_ms(fn: Callable[[], None], device, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+class _CSRLayer(torch.autograd.Function):
+    """``x [B, d] → [B, L]`` through a CSR weight of fixed pattern; gradients for x and values."""
+
+    @staticmethod
+    def forward(ctx, x, values, pattern):
+        crow, col, size, perm, crow_t, col_t = pattern
+        ctx.save_for_backward(x, values)
+        ctx.pattern = pattern
+        weight = torch.sparse_csr_tensor(crow, col, values, size)
+        return torch.sparse.mm(weight, x.t()).t()  # [B, L]
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, values = ctx.saved_tensors
+        crow, col, size, perm, crow_t, col_t = ctx.pattern
+        # W^T as CSR ([d, L]): same values, permuted once per step (the pattern is precomputed)
+        weight_t = torch.sparse_csr_tensor(crow_t, col_t, values[perm], (size[1], size[0]))
+        grad_x = torch.sparse.mm(weight_t, grad.t()).t()  # [B, d]
+        zero = torch.sparse_csr_tensor(crow, col, torch.zeros_like(values), size)
+        grad_w = torch.sparse.sampled_addmm(zero, grad.t().contiguous(), x, beta=0.0)  # (g^T x) on the pattern
+        return grad_x, grad_w.values(), None
+
+
+def _csr_pattern(indices: torch.Tensor, in_features: int):
+    """Row pointers and column ids of the ``[L, d]`` CSR weight, and of its transpose ``[d, L]``
+    with the permutation that reorders the values (computed once: the pattern is fixed)."""
+    num_labels, k = indices.shape
+    device = indices.device
+    crow = torch.arange(0, num_labels * k + 1, k, device=device)
+    col = indices.reshape(-1).long()
+    perm = torch.sort(col, stable=True).indices  # by input id, then by label
+    crow_t = torch.zeros(in_features + 1, dtype=torch.int64, device=device)
+    crow_t[1:] = torch.bincount(col, minlength=in_features).cumsum(0)
+    rows = torch.arange(num_labels, device=device).repeat_interleave(k)
+    return crow, col, (num_labels, in_features), perm, crow_t, rows[perm]
+
+
+def estimate_bytes(layer: str, B: int, d: int, L: int, k: int, elem: int) -> int:
+    io = 2 * B * L * elem + 2 * B * d * elem  # output and its gradient, input and its gradient
+    if layer in ("dense", "masked"):
+        extra = L * d if layer == "masked" else 0  # bool mask
+        return io + 3 * L * d * elem + extra  # weight, gradient, masked-gradient temporary
+    if layer == "csr":
+        return io + L * k * (3 * elem + 4 * 8)  # values, grads, int64 column ids and permutations
+    return io + L * k * (3 * elem + 4)  # values, grads, ids
+
+
+def _layers(x, d, L, k, dtype, device, backends):
+    """name → (make: () -> (forward fn, parameters needing grad))."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    ids = torch.rand(L, k, generator=g).mul_(d).long().clamp_(max=d - 1)  # ids may repeat: timing only
+    from bench.classifiers.fixed_fan_in import random_fan_in_indices
+
+    if L * d <= (1 << 28):  # distinct ids when cheap to draw; timing does not depend on it
+        ids = random_fan_in_indices(L, d, k, g).long()
+    index_dtype = torch.int16 if d < 32768 else torch.int32
+    ids = ids.sort(dim=1).values.to(device)  # CSR wants column ids sorted within a row
+
+    def dense():
+        weight = (torch.randn(L, d, device=device, dtype=dtype) * d ** -0.5).requires_grad_()
+        return (lambda inp: F.linear(inp, weight)), [weight]
+
+    def masked():
+        mask = torch.rand(L, d, device=device) < k / d
+        weight = (torch.randn(L, d, device=device, dtype=dtype) * mask).requires_grad_()
+
+        def run(inp):
+            w = weight[:]
+            if w.requires_grad:
+                w.register_hook(lambda grad: grad * mask)
+            return F.linear(inp, w)
+        return run, [weight]
+
+    def csr():
+        values = torch.randn(L * k, device=device, dtype=dtype).requires_grad_()
+        pattern = _csr_pattern(ids, d)
+        return (lambda inp: _CSRLayer.apply(inp, values, pattern)), [values]
+
+    def ffi(name):
+        def make():
+            values = torch.randn(L, k, device=device, dtype=dtype).requires_grad_()
+            idx = ids.to(index_dtype)
+            return (lambda inp: fixed_fan_in(inp, values, idx, backend=name)), [values]
+        return make
+
+    out = {"dense": dense, "masked": masked, "csr": csr}
+    for name in backends:
+        out[f"ffi/{name}"] = ffi(name)
+    return out
+
+
+def run_kernels(batch=256, dim=768, fan_ins=(16, 32, 64), labels=(16384, 131072, 1048576),
+                dtype="float32", device="cpu", warmup=1, repeats=5, max_gb=None, layers=None,
+                out_dir="results/kernels", log=print) -> list[Timing]:
+    device = torch.device(device)
+    dt = getattr(torch, dtype)
+    elem = torch.tensor([], dtype=dt).element_size()
+    if max_gb is None:
+        max_gb = 0.6 * _available_gb()
+    probe = torch.empty(1, dtype=dt, device=device)
+    backends = [n for n in list_backends() if ops._BACKENDS[n].available(probe)]
+    threads = torch.get_num_threads()
+    env = {"torch": torch.__version__, "device": str(device), "cpu": cpu_model(), "git_commit": git_commit(),
+           "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else ""}
+    results = []
+    for L in labels:
+        for k in fan_ins:
+            x = torch.randn(batch, dim, device=device, dtype=dt)
+            grad = torch.randn(batch, L, device=device, dtype=dt)
+            dense_times = None
+            for name, make in _layers(x, dim, L, k, dt, device, backends).items():
+                if not any(name == w or name.startswith(w + "/") for w in (layers or DEFAULT_LAYERS)):
+                    continue
+                row = Timing(name, batch, dim, L, k, dtype, threads)
+                need = estimate_bytes(name.split("/")[0], batch, dim, L, k, elem) / 2**30
+                if need > max_gb:
+                    row.skipped = f"needs ~{need:.1f} GB > --max-gb {max_gb:.1f}"
+                else:
+                    fwd_fn, params = make()
+                    xin = x.clone().requires_grad_()
+
+                    def forward():
+                        with torch.no_grad():
+                            fwd_fn(x)
+
+                    def forward_backward():
+                        for p in params:
+                            p.grad = None
+                        xin.grad = None
+                        fwd_fn(xin).backward(grad)
+
+                    row.fwd_ms = _median_ms(forward, device, warmup, repeats)
+                    row.fwdbwd_ms = _median_ms(forward_backward, device, warmup, repeats)
+                    flops = 2 * batch * L * (dim if name in ("dense", "masked") else k)
+                    row.gflops_fwd = flops / row.fwd_ms / 1e6
+                    row.gflops_fwdbwd = 3 * flops / row.fwdbwd_ms / 1e6
+                    del fwd_fn, params, xin
+                    if name == "dense":
+                        dense_times = (row.fwd_ms, row.fwdbwd_ms)
+                    if dense_times:
+                        row.vs_dense_fwd = dense_times[0] / row.fwd_ms
+                        row.vs_dense_fwdbwd = dense_times[1] / row.fwdbwd_ms
+                results.append(row)
+                log(format_row(row))
+                append_record(Path(out_dir) / "kernels.jsonl", {**asdict(row), "env": env,
+                                                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return results
+
+
+def _available_gb() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 8.0
+
+
+HEADER = (f"| {'layer':12} | {'L':>8} | {'k':>3} | {'fwd ms':>9} | {'GFLOP/s':>7} | {'× dense':>7} "
+          f"| {'fwd+bwd ms':>10} | {'GFLOP/s':>7} | {'× dense':>7} |")
+
+
+def _f(value, spec):
+    return format(value, spec) if value is not None else "—"
+
+
+def format_row(r: Timing) -> str:
+    if r.skipped:
+        return f"| {r.layer:12} | {r.L:>8} | {r.k:>3} | skipped: {r.skipped} |"
+    return (f"| {r.layer:12} | {r.L:>8} | {r.k:>3} | {_f(r.fwd_ms, '9.1f')} | {_f(r.gflops_fwd, '7.1f')} "
+            f"| {_f(r.vs_dense_fwd, '7.2f')} | {_f(r.fwdbwd_ms, '10.1f')} | {_f(r.gflops_fwdbwd, '7.1f')} "
+            f"| {_f(r.vs_dense_fwdbwd, '7.2f')} |")
