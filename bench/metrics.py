@@ -196,6 +196,30 @@ def topk_from_scores(scores: CSR, k: int) -> np.ndarray:
     return out
 
 
+def drop_filtered(topk_ids, filtered: CSR, k: int) -> np.ndarray:
+    """Remove the ``(row, label)`` pairs of ``filtered`` from ranked predictions and keep the
+    first ``k`` survivors of every row: ``[B, K]`` -> ``[B, k]`` int64, ``-1`` padded.
+
+    The XC repository's label filters (e.g. a page that links to itself) act on predictions
+    only, before top-k. Removing the pairs — rather than zeroing their scores — keeps a genuine
+    prediction that happens to score 0. Fetch ``K = k + (the row's filtered count)`` ranks so
+    that ``k`` remain."""
+    if isinstance(topk_ids, torch.Tensor):
+        topk_ids = topk_ids.detach().cpu().numpy()
+    top = np.asarray(topk_ids, dtype=np.int64)  # [B, K]
+    if top.shape[0] != filtered.num_rows:
+        raise BenchError(f"topk_ids has {top.shape[0]} rows but the filter has {filtered.num_rows}")
+    L = filtered.num_cols
+    keys = np.arange(top.shape[0], dtype=np.int64)[:, None] * L + top  # [B, K]
+    drop = (top < 0) | np.isin(keys, _row_ids(filtered) * L + filtered.indices)  # [B, K]
+    order = np.argsort(drop, axis=1, kind="stable")  # survivors first, in rank order
+    out = np.take_along_axis(top, order, axis=1)
+    out[np.take_along_axis(drop, order, axis=1)] = -1
+    if out.shape[1] < k:
+        out = np.concatenate([out, np.full((out.shape[0], k - out.shape[1]), -1, np.int64)], axis=1)
+    return out[:, :k]
+
+
 def evaluate_topk(
     topk_ids, true_labels: CSR, ks: Sequence[int] = (1, 3, 5), inv_propensity: np.ndarray | None = None
 ) -> dict[str, float]:

@@ -20,7 +20,7 @@ from bench.config import RunConfig
 from bench.data.loader import iterate_batches, num_batches
 from bench.errors import ConfigError
 from bench.measure import Stopwatch
-from bench.metrics import RankingMetrics
+from bench.metrics import RankingMetrics, drop_filtered
 
 KS = (1, 3, 5)
 
@@ -75,9 +75,11 @@ def total_steps(cfg: RunConfig, num_train: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device) -> tuple[dict, int, float]:
+def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device,
+             filtered=None) -> tuple[dict, int, float]:
     """Streaming evaluation: per test batch only the top-k ids are kept. Returns
-    (metrics, samples, seconds)."""
+    (metrics, samples, seconds). ``filtered`` (CSR like ``y``) lists (point, label) pairs to
+    drop from the predictions before top-k (the XC label filters)."""
     model.eval()
     ks = tuple(k for k in KS if k <= cfg.eval.max_k) or (cfg.eval.max_k,)
     metrics = RankingMetrics(y.num_cols, ks=ks, inv_propensity=inv_propensity)
@@ -85,9 +87,12 @@ def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device) ->
     for batch in iterate_batches(x, y, cfg.eval.batch_size, shuffle=False):
         with watch:
             batch = batch.to(device)
-            _, top_ids = model.classifier.topk(model.encoder(batch), max(ks))
-            top_ids = top_ids.cpu()
-        metrics.update(top_ids.numpy(), y.take_rows(batch.rows))
+            extra = 0 if filtered is None else int(filtered.take_rows(batch.rows).row_lengths().max(initial=0))
+            _, top_ids = model.classifier.topk(model.encoder(batch), min(max(ks) + extra, y.num_cols))
+            top_ids = top_ids.cpu().numpy()
+        if filtered is not None:
+            top_ids = drop_filtered(top_ids, filtered.take_rows(batch.rows), max(ks))
+        metrics.update(top_ids, y.take_rows(batch.rows))
     model.train()
     return metrics.compute(), x.num_rows, watch.seconds
 
@@ -155,7 +160,8 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
         last = epoch == epochs or result.steps >= steps_total
         entry = {"epoch": epoch, "step": result.steps, "train_loss": result.final_loss}
         if cfg.eval.every_epoch or last:
-            metrics, samples, seconds = evaluate(model, dataset.test_x, dataset.test_y, cfg, inv_propensity, device)
+            metrics, samples, seconds = evaluate(model, dataset.test_x, dataset.test_y, cfg, inv_propensity, device,
+                                                 filtered=dataset.test_filter)
             entry["metrics"] = metrics
             result.metrics, result.eval_samples, result.eval_seconds = metrics, samples, seconds
             tracker.log({f"test/{k}": v for k, v in metrics.items()} | {"epoch": epoch}, step=result.steps)

@@ -23,6 +23,7 @@ class XMCDataset:
     test_x: CSR  # [num_test, num_features]
     test_y: CSR  # [num_test, num_labels]
     meta: dict = field(default_factory=dict)  # where it came from: generator parameters, file paths
+    test_filter: CSR | None = None  # [num_test, num_labels] (point, label) pairs dropped from predictions before top-k
 
     @property
     def num_features(self) -> int:
@@ -59,6 +60,10 @@ class XMCDataset:
             )
         for matrix in ("train_x", "train_y", "test_x", "test_y"):
             _check_csr(getattr(self, matrix), f"{where}: {matrix}")
+        if self.test_filter is not None:
+            if self.test_filter.shape != self.test_y.shape:
+                raise BenchError(f"{where}: test_filter has shape {self.test_filter.shape}, expected {self.test_y.shape}")
+            _check_csr(self.test_filter, f"{where}: test_filter")
         return self
 
     def stats(self) -> dict:
