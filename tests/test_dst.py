@@ -168,3 +168,20 @@ def test_rewires_are_recorded_from_the_cli(tiny_overrides, tmp_path):
     first = ok["dst"]["rewires"][0]
     assert {"step", "fraction", "connections_changed", "pruned_mean_abs_weight", "seconds"} <= set(first)
     assert failed["status"] == "failed" and "needs a sparse classifier" in failed["reason"]
+
+
+def test_random_regrowth_is_uniform_over_allowed_inputs():
+    from bench.dst.rewire import random_per_row
+
+    g = torch.Generator().manual_seed(0)
+    allowed = torch.ones(4000, 10, dtype=torch.bool)
+    allowed[:, :3] = False  # inputs 0-2 are taken
+    allowed[-1] = False
+    allowed[-1, 9] = True  # a nearly full row: only one candidate
+    counts = torch.full((4000,), 2)
+    counts[-1] = 1
+    picked = random_per_row(allowed, counts, g)
+    assert torch.equal(picked.sum(1), counts)
+    assert not (picked & ~allowed).any()
+    freq = picked[:-1].float().mean(0)[3:]  # each of 7 inputs chosen with probability 2/7
+    assert torch.allclose(freq, torch.full((7,), 2 / 7), atol=0.03)

@@ -111,3 +111,12 @@ def test_evaluate_command(tmp_path, capsys):
     assert main(["evaluate", "--predictions", str(tmp_path / "bad.txt"),
                  "--labels", str(tmp_path / "true.txt")]) == 2
     assert "bad.txt:2" in capsys.readouterr().err
+
+
+def test_same_seed_repeats_the_run_exactly(tiny_overrides, tmp_path):
+    for seed in (3, 3, 4):
+        assert main(["run", "method=ffi-set", *tiny_overrides, "dst.interval=2", f"seed={seed}"]) == 0
+    first, again, other = _records(tmp_path)
+    assert first["metrics"] == again["metrics"] and first["final_train_loss"] == again["final_train_loss"]
+    assert first["config_hash"] == again["config_hash"] != other["config_hash"]
+    assert first["final_train_loss"] != other["final_train_loss"]

@@ -36,6 +36,36 @@ def select_per_row(scores: torch.Tensor, allowed: torch.Tensor, counts: torch.Te
     return selected
 
 
+def random_per_row(allowed: torch.Tensor, counts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Bool ``[Lc, d]``: ``counts[row]`` allowed entries per row, uniformly without replacement.
+
+    Sequential rejection sampling: draw a few more ids per row than needed, drop those not
+    allowed and repeats (keeping the earliest draw), keep the first ``counts[row]`` survivors.
+    That is exactly uniform sampling without replacement and costs ``[Lc, m]`` work with
+    m ≈ 2·count, instead of a random key per input (``[Lc, d]`` draws and a top-k over d).
+    Rows left short (nearly full rows) fall back to random keys over all inputs.
+    """
+    num_rows, d = allowed.shape
+    most = int(counts.max()) if counts.numel() else 0
+    selected = torch.zeros_like(allowed)
+    if most == 0:
+        return selected
+    draws = torch.randint(0, d, (num_rows, 2 * most + 8), generator=generator, device=allowed.device)
+    ok = allowed.gather(1, draws)  # [Lc, m]
+    order = draws.sort(dim=1, stable=True)  # equal ids stay in draw order
+    repeat = torch.zeros_like(ok)
+    repeat[:, 1:] = order.values[:, 1:] == order.values[:, :-1]
+    ok &= ~torch.zeros_like(ok).scatter_(1, order.indices, repeat)  # later draws of an id
+    keep = ok & (ok.cumsum(1) <= counts.unsqueeze(1))
+    rows = torch.arange(num_rows, device=allowed.device).unsqueeze(1).expand_as(draws)
+    selected[rows[keep], draws[keep]] = True
+    short = keep.sum(1) < counts
+    if short.any():
+        keys = torch.rand(int(short.sum()), d, generator=generator, device=allowed.device)
+        selected[short] = select_per_row(keys, allowed[short], counts[short], largest=True)
+    return selected
+
+
 class Rewirer:
     """Rewires one sparse classifier on the schedule of ``cfg``; ``maybe_rewire`` is called after
     every optimiser step and returns the rewire's statistics when one happened."""
@@ -68,9 +98,13 @@ class Rewirer:
             else:
                 wanted = (in_use & (magnitude < threshold)).sum(1)
             # never drop more than can be regrown: fan-in stays exact even when k is near d
-            count = torch.minimum(wanted, (~active).sum(1))
+            # (the count of used inputs comes from the slots: summing a bool [Lc, d] is slow)
+            count = torch.minimum(wanted, d - in_use.sum(1))
             drop = select_per_row(magnitude, in_use, count, largest=False)  # [Lc, S]
-            grow = select_per_row(self._grow_scores(lo, hi, h, targets), ~active, count, largest=True)  # [Lc, d]
+            if self.cfg.regrow == "random":  # SET
+                grow = random_per_row(~active, count, self.generator)  # [Lc, d]
+            else:  # RigL
+                grow = select_per_row(self._gradient_scores(lo, hi, h, targets), ~active, count, largest=True)
             self.conn.replace(lo, hi, drop, grow, self.cfg.regrow_init, self.optimizer)
             changed += int(count.sum())
             pruned_sum += float(magnitude[drop].sum())
@@ -87,10 +121,7 @@ class Rewirer:
         self.history.append(stats)
         return stats
 
-    def _grow_scores(self, lo, hi, h, targets) -> torch.Tensor:
-        shape = (hi - lo, self.conn.in_features)
-        if self.cfg.regrow == "random":
-            return torch.rand(shape, generator=self.generator, device=self.conn.param.device)
+    def _gradient_scores(self, lo, hi, h, targets) -> torch.Tensor:
         # RigL: |∂L/∂w[l, i]| = |Σ_b g[b, l] · h[b, i]| for this chunk only: [Lc, B] @ [B, d]
         logits = self.classifier.logits(h, lo, hi)
         grad = bce_grad_logits(logits, targets.dense_chunk(lo, hi), h.shape[0])  # [B, Lc]
