@@ -6,6 +6,7 @@ card), computes label statistics and propensities, and writes::
     <cache_dir>/<name>/
         train/, test/     Arrow datasets: feature_ids, feature_values, label_ids (large lists, one row per point)
         labels/           Arrow dataset: train_count, propensity (one row per label)
+        test_filter/      Arrow dataset: label_ids per test point to drop from predictions (when the dataset has a filter)
         meta.json         name, the data config it was built from, statistics, card propensity A/B — written last
 
 Everything is written into a temporary folder beside the target and renamed into place only
@@ -104,6 +105,9 @@ def prepare(cfg: DataConfig, log=print) -> Path:
 
         _save(pa.table({"train_count": counts, "propensity": jain_propensity(counts, dataset.num_train, A, B)}),
               tmp / "labels")
+        if dataset.test_filter is not None:  # (test point, label) pairs dropped from predictions
+            _save(pa.table({"label_ids": _list_array(dataset.test_filter.indptr, dataset.test_filter.indices)}),
+                  tmp / "test_filter")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         _swap_into_place(tmp, root / cfg.name)
     except BaseException:
@@ -122,7 +126,14 @@ def load_cached(cfg: DataConfig) -> XMCDataset | None:
     mats = {}
     for split in SPLITS:
         mats[f"{split}_x"], mats[f"{split}_y"] = _load_split(folder / split, meta["statistics"])
-    return XMCDataset(meta["name"], **mats, meta={**meta["source"], "cache": str(folder)})
+    test_filter = None
+    if (folder / "test_filter").exists():
+        column = _load_table(folder / "test_filter").column("label_ids")
+        array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        offsets = array.offsets.to_numpy()
+        test_filter = CSR(offsets - offsets[0], array.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_numpy(),
+                          None, meta["statistics"]["num_labels"])
+    return XMCDataset(meta["name"], **mats, meta={**meta["source"], "cache": str(folder)}, test_filter=test_filter)
 
 
 def read_meta(folder: Path) -> dict | None:

@@ -43,6 +43,26 @@ for _name, _source in SHARED.items():
     DATASETS.register(_name, partial(load_source, _name, _source))
 
 
+# The Extreme Classification Repository benchmarks: not shipped here; download them and point
+# data.path at the folder (file names as in each card's `files`).
+XC = {
+    "eurlex-4k": Source("Eurlex-4K", "bow", "train.txt", "test.txt", features="l2"),
+    "wiki10-31k": Source("Wiki10-31K", "bow", "train.txt", "test.txt", features="l2"),
+    "amazoncat-13k": Source("AmazonCat-13K", "bow", "train.txt", "test.txt", features="l2"),
+    "wiki-500k": Source("Wiki-500K", "bow", "train.txt", "test.txt", features="l2"),
+    "amazon-670k": Source("Amazon-670K", "bow", "train.txt", "test.txt", features="l2"),
+    "amazon-3m": Source("Amazon-3M", "bow", "train.txt", "test.txt", features="l2"),
+    "lf-amazontitles-131k": Source("LF-AmazonTitles-131K", "xc-split", "trn", "tst", features="l2",
+                                   test_filter="filter_labels_test.txt"),
+    "lf-wikiseealso-320k": Source("LF-WikiSeeAlso-320K", "xc-split", "trn", "tst", features="l2",
+                                  test_filter="filter_labels_test.txt"),
+    "lf-amazontitles-1.3m": Source("LF-AmazonTitles-1.3M", "xc-split", "trn", "tst", features="l2",
+                                   test_filter="filter_labels_test.txt"),
+}
+for _name, _source in XC.items():
+    DATASETS.register(_name, partial(load_source, _name, _source))
+
+
 def load_dataset(cfg: DataConfig):
     """The dataset ``cfg.name``: from its prepared cache (``xmc-bench data prepare``) when one
     was built from the same data settings, else built from its source."""

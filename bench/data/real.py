@@ -6,7 +6,8 @@ else in ``$XMC_SHARED_DATA/<folder>``, else in ``../shared/data/<folder>`` besid
 
 Features become what the bag-of-words encoder expects: word counts or binary word indicators
 get ``(1 + log tf) · idf`` with the idf of the training split, rows L2-normalised (``tfidf``);
-dense numeric features (Mediamill) are only L2-normalised (``l2``). Where a dataset ships an
+dense numeric features (Mediamill) and the XC repository's BoW files (already TF-IDF) are only
+L2-normalised (``l2``). Where a dataset ships an
 official train/test split it is used; otherwise the test split is a seeded random draw of
 ``data.test_fraction`` of the points (``data.split_seed``), the same on every machine.
 """
@@ -21,7 +22,7 @@ import numpy as np
 
 from bench.config import DataConfig
 from bench.data.dataset import XMCDataset
-from bench.data.formats import read_arff, read_bow, read_mulan_xml
+from bench.data.formats import read_arff, read_bow, read_filter, read_mulan_xml, read_sparse_matrix
 from bench.errors import BenchError, ConfigError
 from bench.sparse import CSR
 
@@ -31,12 +32,13 @@ SHARED_DATA_ENV = "XMC_SHARED_DATA"
 @dataclass(frozen=True)
 class Source:
     folder: str  # directory name under the shared data root
-    format: str  # arff (MULAN ARFF + .xml) | bow (XC BOW single file)
+    format: str  # arff (MULAN ARFF + .xml) | bow (XC BOW single file) | xc-split (trn_X_Xf.txt, trn_X_Y.txt, tst_…)
     train: str  # the training file, or the only file when there is no official split
     test: str = ""  # the official test file; "" means a seeded split of `train`
     xml: str = ""  # MULAN label file (arff)
     labels_by: str = "name"  # arff: `name` (attributes the .xml names) | `last` (the last N, N from the .xml)
-    features: str = "tfidf"  # tfidf (counts / binary words) | l2 (dense numeric features)
+    features: str = "tfidf"  # tfidf (counts / binary words) | l2 (dense numeric features) | as-is (already TF-IDF)
+    test_filter: str = ""  # optional filter file of (test point, label) pairs dropped from predictions
 
 
 def shared_data_root() -> Path:
@@ -70,6 +72,14 @@ def load_source(name: str, source: Source, cfg: DataConfig) -> XMCDataset:
         parts = [read_bow(folder / source.train)]
         if source.test:
             parts.append(read_bow(folder / source.test))
+    elif source.format == "xc-split":  # train/test are the prefixes: trn -> trn_X_Xf.txt + trn_X_Y.txt
+        parts = [
+            (read_sparse_matrix(folder / f"{prefix}_X_Xf.txt"), read_sparse_matrix(folder / f"{prefix}_X_Y.txt", binary=True))
+            for prefix in (source.train, source.test)
+        ]
+        for (x, y), prefix in zip(parts, (source.train, source.test)):
+            if x.num_rows != y.num_rows:
+                raise BenchError(f"{folder}: {prefix}_X_Xf.txt has {x.num_rows} rows but {prefix}_X_Y.txt {y.num_rows}")
     else:
         raise ValueError(f"unknown source format {source.format!r}")
     meta = {"source": str(folder), "files": [source.train] + ([source.test] if source.test else [])}
@@ -81,10 +91,16 @@ def load_source(name: str, source: Source, cfg: DataConfig) -> XMCDataset:
         train_rows, test_rows = seeded_split(x.num_rows, cfg.test_fraction, cfg.split_seed)
         train_x, train_y, test_x, test_y = x.take_rows(train_rows), y.take_rows(train_rows), x.take_rows(test_rows), y.take_rows(test_rows)
         meta["split"] = f"seeded: test_fraction={cfg.test_fraction} split_seed={cfg.split_seed}"
-    transform = tf_idf if source.features == "tfidf" else (lambda a, b: (l2_normalize(a), l2_normalize(b)))
-    train_x, test_x = transform(train_x, test_x)
+    if source.features == "tfidf":
+        train_x, test_x = tf_idf(train_x, test_x)
+    elif source.features == "l2":
+        train_x, test_x = l2_normalize(train_x), l2_normalize(test_x)
     meta["features"] = source.features
-    return XMCDataset(name, train_x, train_y, test_x, test_y, meta)
+    test_filter = None
+    if source.test_filter and (folder / source.test_filter).exists():
+        test_filter = read_filter(folder / source.test_filter, test_y.num_rows, test_y.num_cols)
+        meta["test_filter"] = source.test_filter
+    return XMCDataset(name, train_x, train_y, test_x, test_y, meta, test_filter=test_filter)
 
 
 def seeded_split(num_points: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
