@@ -26,7 +26,7 @@ def cmd_run(args) -> int:
     from bench.experiment import run_experiment
 
     cfg = resolve(args.overrides, args.config)
-    record = run_experiment(cfg, run_id=args.run_id, group=args.group)
+    record = run_experiment(cfg, run_id=args.run_id, group=args.group, sweep=args.sweep)
     if record["status"] != "ok":
         print(f"run {record['run_id']} failed: {record['reason']}", file=sys.stderr)
         return 1
@@ -55,6 +55,31 @@ def _run_suite(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_sweep(args) -> int:
+    from bench.config import resolve
+    from bench.report import render_report
+    from bench.sweep import list_sweeps, load_sweep, run_configs
+
+    if args.list or not args.sweep:
+        for name in list_sweeps():
+            spec = load_sweep(name)
+            print(f"{name:18} {len(spec.expand([])):4} runs  {spec.description}")
+        return 0
+    spec = load_sweep(args.sweep)
+    runs = spec.expand(args.overrides)
+    group, records, skipped = run_configs(spec.name, runs, workers=args.workers, skip_finished=not args.no_skip)
+    print(f"sweep {spec.name}: {len(runs)} configurations, {skipped} already finished (skipped), "
+          f"{len(records)} run, {sum(r.get('status') != 'ok' for r in records)} failed")
+    results_dir = resolve(runs[0]).results_dir
+    text = render_report(results_dir, sweep=spec.name)
+    out = Path(args.report or f"reports/{spec.name}.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# Sweep `{spec.name}`\n\n{spec.description}\n\n{text}")
+    print(text)
+    print(f"table written to {out}")
+    return 1 if any(r.get("status") != "ok" for r in records) else 0
+
+
 def cmd_list(args) -> int:
     from bench import list_classifiers, list_methods
     from bench.data.catalog import DATASETS
@@ -73,7 +98,7 @@ def cmd_list(args) -> int:
 def cmd_report(args) -> int:
     from bench.report import render_report
 
-    text = render_report(args.results, group=args.group)
+    text = render_report(args.results, group=args.group, sweep=args.sweep)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -182,7 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report", default="reports/suite.md", help="where the suite writes its table")
     run.add_argument("--run-id", default=None, help=argparse.SUPPRESS)
     run.add_argument("--group", default="", help=argparse.SUPPRESS)
+    run.add_argument("--sweep", default="", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
+
+    sw = sub.add_parser("sweep", help="run a sweep file or a shipped sweep (skips configurations already recorded ok)")
+    sw.add_argument("sweep", nargs="?", help="shipped sweep name (see --list) or a YAML file")
+    sw.add_argument("overrides", nargs="*", help="key=value overrides applied to every run of the sweep")
+    sw.add_argument("--list", action="store_true", help="list the shipped sweeps")
+    sw.add_argument("--workers", type=int, default=1, help="configurations run in parallel (one process each)")
+    sw.add_argument("--no-skip", action="store_true", help="run configurations even if an ok record exists")
+    sw.add_argument("--report", default=None, help="where to write the sweep's table (default reports/NAME.md)")
+    sw.set_defaults(func=cmd_sweep)
 
     lst = sub.add_parser("list", help="registered classifiers, datasets and methods")
     lst.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'ffi*'")
@@ -192,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results", default="results", help="results directory holding runs.jsonl")
     rep.add_argument("--out", default=DEFAULT_REPORT, help="where to write the table")
     rep.add_argument("--group", default=None, help="only runs of this suite group")
+    rep.add_argument("--sweep", default=None, help="only runs of this sweep (by name)")
     rep.set_defaults(func=cmd_report)
 
     ev = sub.add_parser("evaluate", help="metrics of a prediction file against a label file (XC sparse text format)")

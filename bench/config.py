@@ -162,8 +162,10 @@ def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """Stable identity of a resolved config: runs with the same hash are the same experiment."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    """Stable identity of a resolved config: runs with the same hash are the same experiment.
+    Where records go and how they are mirrored (``results_dir``, ``tracking``) is not part of it."""
+    values = {k: v for k, v in to_dict(cfg).items() if k not in ("results_dir", "tracking")}
+    blob = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -45,7 +45,9 @@ def failure_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "") -> dict:
+def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", sweep: str = "") -> dict:
+    """Run ``cfg`` and return its record; ``group`` and ``sweep`` label the record (one
+    invocation of a sweep, and the sweep's name)."""
     run_id = run_id or new_run_id()
     group = group or cfg.tracking.group
     started = time.time()
@@ -66,6 +68,7 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "") -
         "config_hash": config_hash(cfg),
         "method": cfg.method or cfg.model.classifier,
         "group": group,
+        "sweep": sweep,
         "config": to_dict(cfg),
         "seed": cfg.seed,
         "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(),

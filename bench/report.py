@@ -19,7 +19,7 @@ def records_frame(records) -> pd.DataFrame:
             continue
         memory, throughput = r.get("memory") or {}, r.get("throughput") or {}
         rows.append({
-            "run_id": r["run_id"], "group": r.get("group", ""),
+            "run_id": r["run_id"], "group": r.get("group", ""), "sweep": r.get("sweep", ""),
             "finished_at": r.get("finished_at", ""), "method": r["method"],
             "labels": r.get("num_labels"), "seed": r.get("seed"),
             **{m: (r.get("metrics") or {}).get(m) for m in METRIC_COLUMNS},
@@ -65,11 +65,14 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_report(results_dir: str | Path, group: str | None = None) -> str:
-    """Markdown report of the records in ``results_dir`` (optionally one suite group only)."""
+def render_report(results_dir: str | Path, group: str | None = None, sweep: str | None = None) -> str:
+    """Markdown report of the records in ``results_dir`` (optionally one suite group or one
+    sweep only)."""
     frame = records_frame(read_records(Path(results_dir) / RECORDS_FILE))
     if group and not frame.empty:
         frame = frame[frame["group"] == group]
+    if sweep and not frame.empty:
+        frame = frame[frame["sweep"] == sweep]
     if frame.empty:
         return f"No finished runs in {Path(results_dir) / RECORDS_FILE}.\n"
     note = ("P@k and PSP@k in percent; peak memory is the peak RSS of the run's own process on CPU "

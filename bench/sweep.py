@@ -1,18 +1,27 @@
-"""Suites of runs: expand methods × label-space sizes into configurations and run each in its
-own process (so that its peak RSS is its own), recording failures like any other run."""
+"""Sweeps: expand a base config and axes (grid × zipped lists) into configurations, run each
+in its own process (so that its peak RSS is its own), skip those that already have an ``ok``
+record with the same resolved config, and record failures like any other run.
+
+The local records decide what has run (keyed by ``config_hash``); W&B only mirrors them.
+"""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.config import config_hash, resolve, to_dict
+from bench.config import config_hash, flatten, resolve, to_dict
+from bench.errors import ConfigError
 from bench.experiment import new_run_id
 from bench.tracking import RECORDS_FILE, append_record, read_records
+
+SHIPPED_DIR = Path(__file__).parent / "sweeps"
 
 
 @dataclass(frozen=True)
@@ -22,14 +31,13 @@ class Suite:
     num_labels: tuple[int, ...]
     overrides: dict = field(default_factory=dict)  # applied to every run (before the user's)
 
+    def as_sweep(self) -> "SweepSpec":
+        return SweepSpec(self.name, "the default suite (`xmc-bench run`)", dict(self.overrides),
+                         grid={"data.num_labels": list(self.num_labels), "method": list(self.methods)})
+
     def expand(self, user_overrides: list[str]) -> list[list[str]]:
         """One override list per run: suite base, then the method and size, then the user's."""
-        base = [f"{k}={v}" for k, v in self.overrides.items()]
-        return [
-            base + [f"method={m}", f"data.num_labels={n}"] + user_overrides
-            for n in self.num_labels
-            for m in self.methods
-        ]
+        return self.as_sweep().expand(user_overrides)
 
 
 # Sized to finish within ten minutes on a 2-core CPU (README has the measured time).
@@ -41,14 +49,90 @@ DEFAULT_SUITE = Suite(
 )
 
 
-def run_isolated(overrides: list[str], group: str, log_dir: Path) -> dict:
+@dataclass(frozen=True)
+class SweepSpec:
+    """A sweep file: ``base`` overrides for every run, ``grid`` axes (cartesian product) and
+    ``zip`` axes (equal-length lists advanced together, crossed with the grid)."""
+
+    name: str
+    description: str = ""
+    base: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict)
+    zip: dict = field(default_factory=dict)
+
+    def expand(self, user_overrides: list[str]) -> list[list[str]]:
+        base = [_override(k, v) for k, v in self.base.items()]
+        zipped = list(zip(*self.zip.values())) if self.zip else [()]
+        runs = []
+        for combo in itertools.product(*self.grid.values()):
+            for row in zipped:
+                axes = [_override(k, v) for k, v in zip(self.grid, combo)]
+                axes += [_override(k, v) for k, v in zip(self.zip, row)]
+                runs.append(base + axes + user_overrides)
+        return runs
+
+
+def _override(key: str, value) -> str:
+    if isinstance(value, bool):
+        value = str(value).lower()
+    return f"{key}={value}"
+
+
+def load_sweep(name_or_path: str) -> SweepSpec:
+    """A shipped sweep by name (``xmc-bench sweep --list``) or a YAML file."""
+    import yaml
+
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        if name_or_path == DEFAULT_SUITE.name:
+            return DEFAULT_SUITE.as_sweep()
+        path = SHIPPED_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(f"unknown sweep {name_or_path!r}; shipped sweeps: {', '.join(list_sweeps())}")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"sweep file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"sweep file {path} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"sweep file {path}: expected a mapping with base/grid/zip, got {type(values).__name__}")
+    unknown = set(values) - {"name", "description", "base", "grid", "zip"}
+    if unknown:
+        raise ConfigError(f"sweep file {path}: unknown section(s) {', '.join(sorted(unknown))}; "
+                          "expected name, description, base, grid, zip")
+    axes = {}
+    for section in ("grid", "zip"):
+        axes[section] = flatten(values.get(section) or {})
+        for key, options in axes[section].items():
+            if not isinstance(options, list) or not options:
+                raise ConfigError(f"sweep file {path}: {section}.{key} must be a non-empty list")
+    lengths = {len(v) for v in axes["zip"].values()}
+    if len(lengths) > 1:
+        raise ConfigError(f"sweep file {path}: zip lists must have equal lengths, got "
+                          + ", ".join(f"{k}: {len(v)}" for k, v in axes["zip"].items()))
+    return SweepSpec(name=str(values.get("name") or path.stem), description=str(values.get("description", "")),
+                     base=flatten(values.get("base") or {}), grid=axes["grid"], zip=axes["zip"])
+
+
+def list_sweeps() -> list[str]:
+    return sorted({DEFAULT_SUITE.name, *(p.stem for p in SHIPPED_DIR.glob("*.yaml"))})
+
+
+def finished_hashes(results_dir: str | Path) -> set[str]:
+    return {r["config_hash"] for r in read_records(Path(results_dir) / RECORDS_FILE)
+            if r.get("status") == "ok" and "config_hash" in r}
+
+
+def run_isolated(overrides: list[str], group: str, log_dir: Path, sweep: str = "") -> dict:
     """Run one configuration in a fresh Python process and return its record. A process that
     dies without writing one (killed, crashed interpreter) gets a failed record here."""
     cfg = resolve(overrides)
     run_id = new_run_id()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{run_id}.log"
-    cmd = [sys.executable, "-m", "bench.cli", "run", *overrides, "--run-id", run_id, "--group", group]
+    cmd = [sys.executable, "-m", "bench.cli", "run", *overrides, "--run-id", run_id, "--group", group,
+           "--sweep", sweep]
     with log_path.open("w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     records_path = Path(cfg.results_dir) / RECORDS_FILE
@@ -60,6 +144,7 @@ def run_isolated(overrides: list[str], group: str, log_dir: Path) -> dict:
         "config_hash": config_hash(cfg),
         "method": cfg.method,
         "group": group,
+        "sweep": sweep,
         "config": to_dict(cfg),
         "seed": cfg.seed,
         "num_labels": cfg.data.num_labels,
@@ -70,20 +155,36 @@ def run_isolated(overrides: list[str], group: str, log_dir: Path) -> dict:
     return record
 
 
+def run_configs(name: str, runs: list[list[str]], workers: int = 1, skip_finished: bool = False,
+                out=None) -> tuple[str, list[dict], int]:
+    """Run override lists as one sweep invocation; returns (group id, new records, skipped)."""
+    configs = [resolve(o) for o in runs]  # a bad key fails here, before minutes are spent
+    if skip_finished:
+        done = set().union(*(finished_hashes(d) for d in {c.results_dir for c in configs}))
+        todo = [o for o, c in zip(runs, configs) if config_hash(c) not in done]
+    else:
+        todo = runs
+    group = f"{name}-{new_run_id()}"
+    records: list[dict] = []
+    if not todo:
+        return group, records, len(runs)
+    log_dir = Path(configs[0].results_dir) / "logs"
+    bar = tqdm(total=len(todo), desc=f"sweep {name}", unit="run", file=out)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(run_isolated, o, group, log_dir, name) for o in todo]
+        for future in as_completed(futures):
+            record = future.result()
+            records.append(record)
+            bar.update(1)
+            p1 = (record.get("metrics") or {}).get("P@1")
+            status = f"P@1={p1:.4f}" if p1 is not None else f"FAILED ({record.get('reason')})"
+            bar.write(f"{record['method']:>16} L={record.get('num_labels')} seed={record.get('seed')}: {status} "
+                      f"({record.get('wall_time_s', 0):.1f}s)")
+    bar.close()
+    return group, records, len(runs) - len(todo)
+
+
 def run_suite(suite: Suite, user_overrides: list[str]) -> tuple[str, list[dict]]:
     """Run every configuration of ``suite``; returns (the suite's group id, the records)."""
-    runs = suite.expand(user_overrides)
-    for overrides in runs:  # fail on a bad key before spending minutes on the first runs
-        resolve(overrides)
-    group = f"{suite.name}-{new_run_id()}"
-    log_dir = Path(resolve(runs[0]).results_dir) / "logs"
-    records = []
-    bar = tqdm(runs, desc=f"suite {suite.name}", unit="run")
-    for overrides in bar:
-        record = run_isolated(overrides, group, log_dir)
-        records.append(record)
-        p1 = (record.get("metrics") or {}).get("P@1")
-        status = f"P@1={p1:.4f}" if p1 is not None else f"FAILED ({record.get('reason')})"
-        bar.write(f"{record['method']:>16} L={record.get('num_labels')}: {status} "
-                  f"({record.get('wall_time_s', 0):.1f}s)")
+    group, records, _ = run_configs(suite.name, suite.expand(user_overrides))
     return group, records
