@@ -98,12 +98,18 @@ def cmd_list(args) -> int:
 def cmd_report(args) -> int:
     from bench.report import render_report
 
-    text = render_report(args.results, group=args.group, sweep=args.sweep)
-    out = Path(args.out)
+    text = render_report(args.results, group=args.group, sweep=args.sweep, fmt=args.format)
+    out = Path(args.out or Path(DEFAULT_REPORT).with_suffix({"md": ".md", "latex": ".tex", "html": ".html"}[args.format]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)
     print(f"written to {out}")
+    if args.figures:
+        from bench.figures import render_figures
+        from bench.report import load_frame
+
+        paths = render_figures(load_frame(args.results, args.group, args.sweep), args.figures)
+        print(f"{len(paths)} figure files written to {args.figures}")
     return 0
 
 
@@ -225,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="Markdown table of the recorded runs (method x labels)")
     rep.add_argument("--results", default="results", help="results directory holding runs.jsonl")
-    rep.add_argument("--out", default=DEFAULT_REPORT, help="where to write the table")
+    rep.add_argument("--out", default=None, help=f"where to write the table (default {DEFAULT_REPORT}, suffix by format)")
+    rep.add_argument("--format", choices=("md", "latex", "html"), default="md", help="table format")
+    rep.add_argument("--figures", default=None, metavar="DIR", help="also write the figures (PNG + SVG) to DIR")
     rep.add_argument("--group", default=None, help="only runs of this suite group")
     rep.add_argument("--sweep", default=None, help="only runs of this sweep (by name)")
     rep.set_defaults(func=cmd_report)

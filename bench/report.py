@@ -1,46 +1,68 @@
-"""Pure functions from run records to tables: records → pandas → Markdown."""
+"""Pure functions from run records to tables and figures: records → pandas → Markdown /
+LaTeX / HTML, and matplotlib PNG + SVG."""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pandas as pd
 
 from bench.tracking import RECORDS_FILE, read_records
 
-METRIC_COLUMNS = ("P@1", "P@3", "P@5", "PSP@1")
+METRIC_COLUMNS = ("P@1", "P@3", "P@5", "PSP@1", "PSP@3", "PSP@5")
+# column -> (header, formatter kind, which direction is better)
+COLUMNS = {
+    **{m: (m, "percent", "max") for m in METRIC_COLUMNS},
+    "peak_bytes": ("peak memory", "bytes", "min"),
+    "classifier_bytes": ("classifier memory", "bytes", "min"),
+    "train_samples_per_s": ("train samples/s", "rate", "max"),
+    "epoch_time_s": ("epoch time (s)", "seconds", "min"),
+}
+NOTE = ("P@k and PSP@k in percent (mean ± std over seeds where there are several; best per label-space "
+        "size in bold); peak memory is the peak RSS of the run's own process on CPU (allocator peak on "
+        "CUDA); classifier memory is analytic (parameters, gradients, optimiser state, indices).\n")
 
 
 def records_frame(records) -> pd.DataFrame:
-    """One row per finished (``ok``) run with the columns the tables use."""
+    """One row per finished (``ok``) run with the columns the tables and figures use."""
     rows = []
     for r in records:
         if r.get("status") != "ok":
             continue
-        memory, throughput = r.get("memory") or {}, r.get("throughput") or {}
+        memory, throughput, config = r.get("memory") or {}, r.get("throughput") or {}, r.get("config") or {}
+        epochs = r.get("epochs") or []
         rows.append({
             "run_id": r["run_id"], "group": r.get("group", ""), "sweep": r.get("sweep", ""),
             "finished_at": r.get("finished_at", ""), "method": r["method"],
+            "dataset": (r.get("dataset") or {}).get("name", config.get("data", {}).get("name", "")),
             "labels": r.get("num_labels"), "seed": r.get("seed"),
+            "fan_in": config.get("model", {}).get("fan_in"), "embed_dim": config.get("model", {}).get("embed_dim"),
             **{m: (r.get("metrics") or {}).get(m) for m in METRIC_COLUMNS},
             "peak_bytes": memory.get("peak_bytes"),
             "classifier_bytes": (memory.get("classifier") or {}).get("total"),
             "train_samples_per_s": throughput.get("train_samples_per_s"),
+            "epoch_time_s": throughput.get("train_seconds", float("nan")) / max(1, len(epochs)),
             "wall_time_s": r.get("wall_time_s"),
+            "epochs": epochs,
         })
     return pd.DataFrame(rows)
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Method × labels: the latest run per (method, labels, seed), then the mean over seeds."""
+    """Dataset × labels × method: the latest run per seed, then mean and std over seeds
+    (columns ``X`` and ``X_std``)."""
     if frame.empty:
         return frame
-    latest = frame.sort_values("finished_at").groupby(["method", "labels", "seed"], as_index=False).last()
-    numeric = [*METRIC_COLUMNS, "peak_bytes", "classifier_bytes", "train_samples_per_s"]
-    table = latest.groupby(["method", "labels"], as_index=False).agg(
-        {**{c: "mean" for c in numeric}, "seed": "count"}
-    ).rename(columns={"seed": "seeds"})
-    return table.sort_values(["labels", "method"]).reset_index(drop=True)
+    keys = ["dataset", "labels", "method"]
+    latest = frame.sort_values("finished_at").groupby([*keys, "seed"], as_index=False).last()
+    grouped = latest.groupby(keys, as_index=False)
+    table = grouped.agg({c: "mean" for c in COLUMNS})
+    std = grouped.agg({c: "std" for c in COLUMNS})
+    for c in COLUMNS:
+        table[f"{c}_std"] = std[c]
+    table["seeds"] = grouped.size()["size"]
+    return table.sort_values(["dataset", "labels", "method"]).reset_index(drop=True)
 
 
 def format_bytes(n: float | None) -> str:
@@ -52,30 +74,86 @@ def format_bytes(n: float | None) -> str:
     return f"{int(n)} B"
 
 
+def _cell(kind: str, value, std) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    spread = std is not None and not pd.isna(std) and std > 0
+    if kind == "percent":
+        return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if spread else "")
+    if kind == "bytes":
+        return format_bytes(value)
+    if kind == "rate":
+        return f"{value:,.0f}"
+    return f"{value:.1f}"
+
+
+def table_cells(table: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Header and rows of ``(text, is_best)`` cells; best is per (dataset, labels) group."""
+    multi_dataset = table["dataset"].nunique() > 1
+    header = (["dataset"] if multi_dataset else []) + ["method", "labels"] + [h for h, _, _ in COLUMNS.values()] + ["seeds"]
+    best = {}
+    for column, (_, _, better) in COLUMNS.items():
+        by_group = table.groupby(["dataset", "labels"])[column]
+        best[column] = by_group.transform("max" if better == "max" else "min")
+    rows = []
+    for i, row in table.iterrows():
+        cells = ([(str(row["dataset"]), False)] if multi_dataset else []) + [
+            (str(row["method"]), False), (f"{int(row['labels']):,}", False)]
+        several = (table[(table["dataset"] == row["dataset"]) & (table["labels"] == row["labels"])].shape[0]) > 1
+        for column, (_, kind, _) in COLUMNS.items():
+            is_best = several and not pd.isna(row[column]) and row[column] == best[column][i]
+            cells.append((_cell(kind, row[column], row[f"{column}_std"]), is_best))
+        cells.append((str(row["seeds"]), False))
+        rows.append(cells)
+    return header, rows
+
+
 def to_markdown(table: pd.DataFrame) -> str:
-    header = ["method", "labels", "P@1", "P@3", "P@5", "PSP@1", "peak memory",
-              "classifier memory", "train samples/s", "seeds"]
+    header, rows = table_cells(table)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    pct = lambda v: "–" if v is None or pd.isna(v) else f"{100 * v:.2f}"  # noqa: E731
-    for row in table.to_dict("records"):
-        cells = [row["method"], f"{int(row['labels']):,}", *(pct(row[m]) for m in METRIC_COLUMNS),
-                 format_bytes(row["peak_bytes"]), format_bytes(row["classifier_bytes"]),
-                 f"{row['train_samples_per_s']:,.0f}", str(row["seeds"])]
-        lines.append("| " + " | ".join(cells) + " |")
+    for cells in rows:
+        lines.append("| " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def render_report(results_dir: str | Path, group: str | None = None, sweep: str | None = None) -> str:
-    """Markdown report of the records in ``results_dir`` (optionally one suite group or one
-    sweep only)."""
+def to_latex(table: pd.DataFrame) -> str:
+    header, rows = table_cells(table)
+    esc = lambda t: t.replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$").replace("@", "@")  # noqa: E731
+    lines = [r"\begin{tabular}{" + "l" * 2 + "r" * (len(header) - 2) + "}", r"\toprule",
+             " & ".join(esc(h) for h in header) + r" \\", r"\midrule"]
+    for cells in rows:
+        lines.append(" & ".join(rf"\textbf{{{esc(t)}}}" if b else esc(t) for t, b in cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(table: pd.DataFrame) -> str:
+    header, rows = table_cells(table)
+    out = ["<table>", "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead>", "<tbody>"]
+    for cells in rows:
+        out.append("<tr>" + "".join(f"<td><b>{html.escape(t)}</b></td>" if b else f"<td>{html.escape(t)}</td>"
+                                    for t, b in cells) + "</tr>")
+    out += ["</tbody>", "</table>"]
+    return "\n".join(out) + "\n"
+
+
+RENDERERS = {"md": to_markdown, "latex": to_latex, "html": to_html}
+
+
+def load_frame(results_dir: str | Path, group: str | None = None, sweep: str | None = None) -> pd.DataFrame:
     frame = records_frame(read_records(Path(results_dir) / RECORDS_FILE))
     if group and not frame.empty:
         frame = frame[frame["group"] == group]
     if sweep and not frame.empty:
         frame = frame[frame["sweep"] == sweep]
+    return frame
+
+
+def render_report(results_dir: str | Path, group: str | None = None, sweep: str | None = None,
+                  fmt: str = "md") -> str:
+    """The report of the records in ``results_dir`` (optionally one suite group or one sweep)."""
+    frame = load_frame(results_dir, group, sweep)
     if frame.empty:
         return f"No finished runs in {Path(results_dir) / RECORDS_FILE}.\n"
-    note = ("P@k and PSP@k in percent; peak memory is the peak RSS of the run's own process on CPU "
-            "(allocator peak on CUDA); classifier memory is analytic (parameters, gradients, "
-            "optimiser state, indices).\n")
-    return to_markdown(summary_table(frame)) + "\n" + note
+    text = RENDERERS[fmt](summary_table(frame))
+    return text + ("\n" + NOTE if fmt == "md" else "")

@@ -1,0 +1,66 @@
+"""Reports from a fixture of records: tables (md, LaTeX, HTML), mean ± std, best marked, figures."""
+
+import pytest
+
+from bench.cli import main
+from bench.tracking import append_record
+
+
+def _record(method, labels, seed, p1, peak, finished="2026-01-01T00:00:00", status="ok", fan_in=32):
+    return {
+        "run_id": f"{method}-{labels}-{seed}-{finished}", "method": method, "num_labels": labels, "seed": seed,
+        "status": status, "finished_at": finished, "dataset": {"name": "synthetic"},
+        "config": {"model": {"fan_in": fan_in, "embed_dim": 256}, "data": {"name": "synthetic"}},
+        "metrics": {"P@1": p1, "P@3": p1 / 2, "P@5": p1 / 3, "PSP@1": p1 / 4, "PSP@3": p1 / 5, "PSP@5": p1 / 6},
+        "memory": {"peak_bytes": peak, "classifier": {"total": peak // 10}},
+        "throughput": {"train_samples_per_s": 1000.0, "train_seconds": 10.0},
+        "epochs": [{"epoch": 1, "step": 10, "metrics": {"P@1": p1 / 2}}, {"epoch": 2, "step": 20, "metrics": {"P@1": p1}}],
+    }
+
+
+@pytest.fixture
+def results(tmp_path):
+    path = tmp_path / "results" / "runs.jsonl"
+    for labels in (1024, 4096):
+        append_record(path, _record("dense", labels, 0, 0.80, 3 * 2**30))
+        append_record(path, _record("dense", labels, 1, 0.70, 3 * 2**30))
+        append_record(path, _record("ffi-set", labels, 0, 0.60, 2**30, fan_in=16))
+        append_record(path, _record("ffi-set", labels, 0, 0.10, 2**30, finished="2025-01-01", fan_in=16))  # older
+        append_record(path, _record("ffi-static", labels, 0, 0.50, 2**30, fan_in=64))
+    append_record(path, _record("dense", 1024, 2, 0.0, 1, status="failed"))  # failed runs are not in tables
+    return tmp_path / "results"
+
+
+def test_markdown_table_means_stds_and_best(results, tmp_path, capsys):
+    out = tmp_path / "r.md"
+    assert main(["report", "--results", str(results), "--out", str(out)]) == 0
+    text = out.read_text()
+    dense = [line for line in text.splitlines() if line.startswith("| dense | 1,024")][0]
+    assert "**75.00 ± 7.07**" in dense  # mean and std of 0.80, 0.70; best P@1 at 1K labels
+    assert "| 2 |" in dense  # two seeds (the failed seed 2 is left out)
+    ffi = [line for line in text.splitlines() if line.startswith("| ffi-set | 1,024")][0]
+    assert "| 60.00 |" in ffi  # the latest ffi-set run, not the older one
+    assert "**1.00 GiB**" in ffi  # least peak memory is best
+
+
+def test_latex_and_html(results, tmp_path):
+    tex, page = tmp_path / "r.tex", tmp_path / "r.html"
+    assert main(["report", "--results", str(results), "--format", "latex", "--out", str(tex)]) == 0
+    assert main(["report", "--results", str(results), "--format", "html", "--out", str(page)]) == 0
+    assert r"\textbf{75.00 $\pm$ 7.07}" in tex.read_text() and r"\toprule" in tex.read_text()
+    assert "<td><b>75.00 ± 7.07</b></td>" in page.read_text()
+
+
+def test_figures_are_written(results, tmp_path):
+    figures = tmp_path / "figs"
+    assert main(["report", "--results", str(results), "--out", str(tmp_path / "r.md"), "--figures", str(figures)]) == 0
+    names = {p.name for p in figures.iterdir()}
+    for stem in ("p1_vs_labels", "peak_memory_vs_labels", "classifier_memory_vs_labels", "throughput_vs_labels",
+                 "training_curves", "p1_vs_sparsity"):
+        assert {f"{stem}.png", f"{stem}.svg"} <= names
+    assert all(p.stat().st_size > 1000 for p in figures.iterdir())
+
+
+def test_empty_results(tmp_path, capsys):
+    assert main(["report", "--results", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 0
+    assert "No finished runs" in capsys.readouterr().out
