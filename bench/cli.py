@@ -67,7 +67,21 @@ def cmd_sweep(args) -> int:
         return 0
     spec = load_sweep(args.sweep)
     runs = spec.expand(args.overrides)
-    group, records, skipped = run_configs(spec.name, runs, workers=args.workers, skip_finished=not args.no_skip)
+    if args.wandb:
+        from bench.executors import register_wandb_sweep
+
+        sweep_id = register_wandb_sweep(spec.name, runs, resolve(runs[0]).tracking.project)
+        print(f"registered W&B sweep {sweep_id} ({len(runs)} configurations); run agents with: xmc-bench agent {sweep_id}")
+        return 0
+    if args.executor == "submitit":
+        from bench.executors import submit_sweep
+
+        jobs, records = submit_sweep(spec.name, runs, args.submitit_dir, cluster=args.cluster,
+                                     parallelism=args.workers, skip_finished=not args.no_skip)
+        print(f"submitted {len(jobs)} jobs ({', '.join(j.job_id for j in jobs[:3])}{', ...' if len(jobs) > 3 else ''})")
+        skipped = len(runs) - len(jobs)
+    else:
+        group, records, skipped = run_configs(spec.name, runs, workers=args.workers, skip_finished=not args.no_skip)
     print(f"sweep {spec.name}: {len(runs)} configurations, {skipped} already finished (skipped), "
           f"{len(records)} run, {sum(r.get('status') != 'ok' for r in records)} failed")
     results_dir = resolve(runs[0]).results_dir
@@ -78,6 +92,13 @@ def cmd_sweep(args) -> int:
     print(text)
     print(f"table written to {out}")
     return 1 if any(r.get("status") != "ok" for r in records) else 0
+
+
+def cmd_agent(args) -> int:
+    from bench.executors import run_wandb_agent
+
+    run_wandb_agent(args.sweep_id, count=args.count)
+    return 0
 
 
 def cmd_list(args) -> int:
@@ -223,7 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--workers", type=int, default=1, help="configurations run in parallel (one process each)")
     sw.add_argument("--no-skip", action="store_true", help="run configurations even if an ok record exists")
     sw.add_argument("--report", default=None, help="where to write the sweep's table (default reports/NAME.md)")
+    sw.add_argument("--executor", choices=("local", "submitit"), default="local",
+                    help="local processes, or a Slurm job array through submitit")
+    sw.add_argument("--cluster", default=None, help="submitit cluster: slurm, local, debug (default: detected)")
+    sw.add_argument("--submitit-dir", default="results/submitit", help="submitit job folder (logs, pickles)")
+    sw.add_argument("--wandb", action="store_true", help="register the sweep with W&B for `xmc-bench agent`")
     sw.set_defaults(func=cmd_sweep)
+
+    ag = sub.add_parser("agent", help="run as a W&B sweep agent (local records decide what already ran)")
+    ag.add_argument("sweep_id", help="the id printed by `xmc-bench sweep FILE --wandb`")
+    ag.add_argument("--count", type=int, default=None, help="stop after this many configurations")
+    ag.set_defaults(func=cmd_agent)
 
     lst = sub.add_parser("list", help="registered classifiers, datasets and methods")
     lst.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'ffi*'")
