@@ -119,7 +119,12 @@ def cmd_list(args) -> int:
 def cmd_report(args) -> int:
     from bench.report import render_report
 
-    text = render_report(args.results, group=args.group, sweep=args.sweep, fmt=args.format)
+    if args.leaderboard:
+        from bench.report import leaderboard, load_frame
+
+        text = leaderboard(load_frame(args.results, args.group, args.sweep), args.leaderboard)
+    else:
+        text = render_report(args.results, group=args.group, sweep=args.sweep, fmt=args.format)
     out = Path(args.out or Path(DEFAULT_REPORT).with_suffix({"md": ".md", "latex": ".tex", "html": ".html"}[args.format]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -264,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results", default="results", help="results directory holding runs.jsonl")
     rep.add_argument("--out", default=None, help=f"where to write the table (default {DEFAULT_REPORT}, suffix by format)")
     rep.add_argument("--format", choices=("md", "latex", "html"), default="md", help="table format")
+    rep.add_argument("--leaderboard", default=None, metavar="DATASET",
+                     help="our runs on DATASET beside the published numbers in baselines/published.csv")
     rep.add_argument("--figures", default=None, metavar="DIR", help="also write the figures (PNG + SVG) to DIR")
     rep.add_argument("--group", default=None, help="only runs of this suite group")
     rep.add_argument("--sweep", default=None, help="only runs of this sweep (by name)")

@@ -157,3 +157,35 @@ def render_report(results_dir: str | Path, group: str | None = None, sweep: str 
         return f"No finished runs in {Path(results_dir) / RECORDS_FILE}.\n"
     text = RENDERERS[fmt](summary_table(frame))
     return text + ("\n" + NOTE if fmt == "md" else "")
+
+
+BASELINES_CSV = Path(__file__).resolve().parent.parent / "baselines" / "published.csv"
+
+
+def leaderboard(frame: pd.DataFrame, dataset: str, baselines_csv: str | Path = BASELINES_CSV) -> str:
+    """Our runs on ``dataset`` beside the published rows of ``baselines/published.csv``, sorted
+    by P@1, with each row's P@k difference to the best published one."""
+    published = pd.read_csv(baselines_csv) if Path(baselines_csv).exists() else pd.DataFrame()
+    published = published[published["dataset"].str.lower() == dataset.lower()] if not published.empty else published
+    ours = frame[frame["dataset"].str.lower() == dataset.lower()] if not frame.empty else frame
+    rows = []
+    for _, r in published.iterrows():
+        rows.append({"method": r["method"], "source": "published" + ("" if str(r.get("checked", "")).lower() == "yes"
+                                                                     else " (unchecked)"),
+                     **{m: r[m] / 100 for m in ("P@1", "P@3", "P@5")}})
+    if not ours.empty:
+        table = summary_table(ours)
+        for _, r in table.iterrows():
+            rows.append({"method": r["method"], "source": f"this suite ({int(r['seeds'])} seed(s))",
+                         **{m: r[m] for m in ("P@1", "P@3", "P@5")}})
+    if not rows:
+        return f"No published rows and no runs for dataset {dataset!r}.\n"
+    board = pd.DataFrame(rows).sort_values("P@1", ascending=False)
+    best = published[["P@1", "P@3", "P@5"]].max() / 100 if not published.empty else None
+    lines = ["| method | source | P@1 | P@3 | P@5 | ΔP@1 | ΔP@3 | ΔP@5 |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in board.iterrows():
+        deltas = [f"{100 * (r[m] - best[m]):+.2f}" if best is not None else "–" for m in ("P@1", "P@3", "P@5")]
+        lines.append(f"| {r['method']} | {r['source']} | " + " | ".join(f"{100 * r[m]:.2f}" for m in ("P@1", "P@3", "P@5"))
+                     + " | " + " | ".join(deltas) + " |")
+    return (f"Leaderboard: {dataset} (Δ: difference to the best published value, percentage points)\n\n"
+            + "\n".join(lines) + "\n")

@@ -64,3 +64,15 @@ def test_figures_are_written(results, tmp_path):
 def test_empty_results(tmp_path, capsys):
     assert main(["report", "--results", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 0
     assert "No finished runs" in capsys.readouterr().out
+
+
+def test_leaderboard_puts_our_runs_beside_published_rows(results, tmp_path):
+    csv = tmp_path / "published.csv"
+    csv.write_text("dataset,method,kind,P@1,P@3,P@5,source,split,checked,note\n"
+                   "synthetic,OtherXML,tree,90.0,50.0,30.0,Somebody 2020,x,yes,\n")
+    from bench.report import leaderboard, load_frame
+
+    text = leaderboard(load_frame(results), "synthetic", csv)
+    lines = text.splitlines()
+    assert lines[4].startswith("| OtherXML | published | 90.00")  # best first
+    assert any(line.startswith("| dense | this suite (2 seed(s)) | 75.00") and "| -15.00 |" in line for line in lines)
