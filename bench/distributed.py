@@ -1,0 +1,137 @@
+"""Training across processes (torchrun), as Renee does: the encoder is data-parallel and the
+classifier is sharded by labels, so each rank holds ``L / world`` labels.
+
+One step on ``world`` ranks with local batches ``b_r`` (global batch ``B = Σ b_r``):
+
+1. every rank encodes its local batch: ``h_r [b_r, d]``;
+2. ``gather_features`` all-gathers them: ``H [B, d]`` on every rank (B·d floats per rank —
+   small next to the classifier);
+3. each rank computes the loss of *its* label shard on the whole global batch (the fused,
+   label-chunked loss, normalised by the global B), so the shard's gradients are exact;
+4. backward: the gradient wrt ``H`` is summed over ranks (every shard contributes to every
+   example) and each rank keeps the rows of its local batch, which flow into its encoder;
+5. encoder gradients are summed over ranks (each rank holds its own examples' share).
+
+The global loss is the sum of the shard losses, so one step equals the single-process step on
+the same global batch (tested with gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from bench.sparse import SparseTargets
+
+
+@dataclass(frozen=True)
+class Shard:
+    rank: int
+    world: int
+    lo: int  # first label of this rank
+    hi: int  # one past the last
+
+    @property
+    def num_labels(self) -> int:
+        return self.hi - self.lo
+
+
+def label_shard(num_labels: int, rank: int, world: int) -> Shard:
+    """Contiguous, balanced label ranges: the first ``L % world`` ranks get one label more."""
+    base, extra = divmod(num_labels, world)
+    lo = rank * base + min(rank, extra)
+    return Shard(rank, world, lo, lo + base + (1 if rank < extra else 0))
+
+
+def init_from_env() -> tuple[int, int]:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR/PORT); (0, 1)
+    outside torchrun. gloo on CPU, nccl on CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _all_gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Concatenate every rank's ``x`` along dim 0 (sizes may differ: gloo gathers equal shapes,
+    so rows are padded to the largest and trimmed). Returns (result, rows per rank)."""
+    size = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    sizes = [int(n) for n in sizes]
+    padded = x.new_zeros((max(sizes), *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sizes
+
+
+class _GatherFeatures(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h: torch.Tensor) -> torch.Tensor:
+        gathered, ctx.sizes = _all_gather_rows(h)
+        ctx.rank = dist.get_rank()
+        return gathered  # [B, d]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # every label shard contributes to every example
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start : start + ctx.sizes[ctx.rank]]
+
+
+def gather_features(h: torch.Tensor) -> torch.Tensor:
+    """``[b_r, d]`` on each rank → ``[B, d]`` on every rank, differentiable."""
+    return _GatherFeatures.apply(h) if dist.is_initialized() and dist.get_world_size() > 1 else h
+
+
+def gather_targets(targets: SparseTargets, shard: Shard) -> SparseTargets:
+    """The global batch's targets restricted to this rank's labels (ids relative to ``lo``)."""
+    counts = targets.indptr[1:] - targets.indptr[:-1]  # [b_r]
+    all_counts, _ = _all_gather_rows(counts)
+    all_ids, _ = _all_gather_rows(targets.indices)
+    keep = (all_ids >= shard.lo) & (all_ids < shard.hi)
+    rows = torch.repeat_interleave(torch.arange(all_counts.numel(), device=all_ids.device), all_counts)
+    kept_counts = torch.bincount(rows[keep], minlength=all_counts.numel())
+    indptr = torch.zeros(all_counts.numel() + 1, dtype=torch.int64, device=all_ids.device)
+    indptr[1:] = kept_counts.cumsum(0)
+    return SparseTargets(indptr, all_ids[keep] - shard.lo, shard.num_labels)
+
+
+def sharded_loss(encoder_out: torch.Tensor, classifier, targets: SparseTargets, shard: Shard) -> torch.Tensor:
+    """This rank's share of the global loss: its label shard on the global batch, normalised by
+    the global batch size. ``backward()`` on it gives exact shard and (after
+    ``sum_encoder_grads``) encoder gradients; ``all_reduce`` of the value gives the loss."""
+    features = gather_features(encoder_out)  # [B, d]
+    shard_targets = gather_targets(targets, shard)
+    return classifier.loss(features, shard_targets)
+
+
+def sum_encoder_grads(module: torch.nn.Module) -> None:
+    """Sum the data-parallel module's gradients over ranks (each rank holds its examples' share)."""
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+
+
+@torch.no_grad()
+def sharded_topk(features: torch.Tensor, classifier, shard: Shard, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k over all labels from each rank's shard top-k: gather ``[B, k]`` candidates per rank
+    and merge (ties towards the lower global id, as on one process)."""
+    scores, ids = classifier.topk(features, k)
+    ids = ids + shard.lo
+    all_scores = [torch.empty_like(scores) for _ in range(shard.world)]
+    all_ids = [torch.empty_like(ids) for _ in range(shard.world)]
+    dist.all_gather(all_scores, scores.contiguous())
+    dist.all_gather(all_ids, ids.contiguous())
+    # ranks hold increasing label ranges, so concatenating in rank order keeps ids ascending
+    # among equal scores, and a stable sort keeps that order
+    scores, ids = torch.cat(all_scores, 1), torch.cat(all_ids, 1)
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    return scores.gather(1, order), ids.gather(1, order)
