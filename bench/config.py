@@ -45,6 +45,9 @@ class ModelConfig:
     density: float = 0.0  # masked classifier density; 0 means fan_in / embed_dim (same sparsity as ffi)
     label_chunk: int = 16384  # labels per slice in streaming top-k inference
     bias_init: str = "prior"  # classifier bias: `prior` (logit of the mean label frequency) or `zero`
+    intermediate: int = 0  # size of a dense layer between encoder and classifier (0: none); the classifier then takes this size
+    intermediate_activation: str = "relu"  # nonlinearity of the intermediate layer: relu | gelu | tanh | none
+    intermediate_dropout: float = 0.0  # dropout on the intermediate layer's output
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ CHOICES = {
     "model.encoder": ("bow",),
     "model.activation": ("relu", "gelu", "tanh", "none"),
     "model.bias_init": ("prior", "zero"),
+    "model.intermediate_activation": ("relu", "gelu", "tanh", "none"),
     "train.device": ("auto", "cpu", "cuda"),
     "dst.regrow": ("none", "random", "gradient"),
     "dst.prune": ("fraction", "threshold"),
@@ -270,6 +274,10 @@ def check(cfg: RunConfig) -> None:
         raise ConfigError(f"config key 'model.density' must be in [0, 1], got {cfg.model.density}")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"config key 'model.dropout' must be in [0, 1), got {cfg.model.dropout}")
+    if cfg.model.intermediate < 0:
+        raise ConfigError(f"config key 'model.intermediate' must be >= 0 (0: no layer), got {cfg.model.intermediate}")
+    if not 0.0 <= cfg.model.intermediate_dropout < 1.0:
+        raise ConfigError(f"config key 'model.intermediate_dropout' must be in [0, 1), got {cfg.model.intermediate_dropout}")
 
 
 def resolve(overrides: list[str] | dict[str, Any], yaml_path: str | Path | None = None) -> RunConfig:

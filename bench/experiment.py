@@ -108,6 +108,7 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
             # analytic bytes: classifier with SGD momentum (1 slot), encoder with AdamW (2 slots)
             "classifier": model.classifier.memory_bytes(optimizer_slots=1),
             "encoder": model.encoder.memory_bytes(optimizer_slots=2),
+            **model.part_memory_bytes(),  # intermediate layer, aux branch: AdamW (2 slots)
         }
     except Exception as err:  # noqa: BLE001 — a failed run is a record too
         record.update(status="failed", reason=failure_reason(err), error=traceback.format_exc(limit=20))

@@ -27,3 +27,7 @@ register_method("ffi-rigl", "fixed fan-in rewired with RigL: regrow the missing 
 register_method("masked-set", "masked dense layer rewired with SET (density constant, off-mask weights zero)",
                 **{"model.classifier": "masked", **_SET})
 register_method("masked-rigl", "masked dense layer rewired with RigL", **{"model.classifier": "masked", **_RIGL})
+
+register_method("ffi-set-intermediate",
+                "ffi-set behind a dense intermediate layer (model.intermediate, default 512, ReLU): restores gradient flow",
+                **{"model.classifier": "ffi", **_SET, "model.intermediate": 512})

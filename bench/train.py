@@ -1,7 +1,9 @@
 """The training loop, top to bottom: optimisers, schedule, steps, evaluation.
 
 Encoder: AdamW. Classifier: SGD with momentum (the paper's setup). Both follow one linear
-warm-up + cosine schedule. The classifier produces the loss itself (``classifier.loss``) so a
+warm-up + cosine schedule. The intermediate layer (``model.intermediate``) trains with the
+encoder's AdamW: it is a small dense layer like the encoder's own, and the paper trains
+everything but the sparse output layer with the encoder's optimiser. The classifier produces the loss itself (``classifier.loss``) so a
 label-chunked implementation never has to hand back ``[B, L]`` logits; evaluation asks it for
 top-k directly (streamed over label chunks) and keeps only running metric sums.
 """
@@ -45,7 +47,7 @@ class TrainResult:
 def make_optimizers(model, cfg: RunConfig) -> list[torch.optim.Optimizer]:
     t = cfg.train
     return [
-        torch.optim.AdamW(model.encoder.parameters(), lr=t.lr_encoder, weight_decay=t.weight_decay_encoder),
+        torch.optim.AdamW(model.dense_parameters(), lr=t.lr_encoder, weight_decay=t.weight_decay_encoder),
         torch.optim.SGD(
             model.classifier.parameters(), lr=t.lr_classifier, momentum=t.momentum,
             weight_decay=t.weight_decay_classifier,
@@ -88,7 +90,7 @@ def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device,
         with watch:
             batch = batch.to(device)
             extra = 0 if filtered is None else int(filtered.take_rows(batch.rows).row_lengths().max(initial=0))
-            _, top_ids = model.classifier.topk(model.encoder(batch), min(max(ks) + extra, y.num_cols))
+            _, top_ids = model.classifier.topk(model.features(batch), min(max(ks) + extra, y.num_cols))
             top_ids = top_ids.cpu().numpy()
         if filtered is not None:
             top_ids = drop_filtered(top_ids, filtered.take_rows(batch.rows), max(ks))
@@ -128,7 +130,7 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                                      shuffle=True, generator=shuffle_rng):
             with watch:
                 batch = batch.to(device)
-                h = model.encoder(batch)  # [B, d]
+                h = model.features(batch)  # [B, d], or [B, m] after an intermediate layer
                 loss = model.classifier.loss(h, batch.targets, fused=cfg.train.fused_loss)
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)

@@ -15,33 +15,54 @@ from bench.registry import CLASSIFIERS, create_classifier
 
 
 class XMCModel(nn.Module):
-    def __init__(self, encoder: nn.Module, classifier: nn.Module):
+    """encoder → [intermediate] → classifier. ``intermediate`` (optional) maps the encoder
+    output ``[B, d]`` to the classifier's input ``[B, m]``."""
+
+    def __init__(self, encoder: nn.Module, classifier: nn.Module, intermediate: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder
+        self.intermediate = intermediate
         self.classifier = classifier
 
+    def head_input(self, z: torch.Tensor) -> torch.Tensor:  # encoder output [B, d] -> classifier input
+        return z if self.intermediate is None else self.intermediate(z)
+
+    def features(self, batch) -> torch.Tensor:  # -> classifier input [B, d or m]
+        return self.head_input(self.encoder(batch))
+
+    def dense_parameters(self) -> list[nn.Parameter]:
+        """Parameters outside the classifier (encoder, intermediate): the AdamW group."""
+        parts = [self.encoder] + ([self.intermediate] if self.intermediate is not None else [])
+        return [p for part in parts for p in part.parameters()]
+
+    def part_memory_bytes(self) -> dict[str, dict]:
+        """Analytic bytes of the optional parts present (AdamW: 2 optimiser slots)."""
+        return {name: getattr(self, name).memory_bytes(optimizer_slots=2)
+                for name in ("intermediate", "aux") if getattr(self, name, None) is not None}
+
     def forward(self, batch):  # -> logits [B, L]; training uses classifier.loss, inference .topk
-        return self.classifier(self.encoder(batch))
+        return self.classifier(self.features(batch))
 
 
-def classifier_options(cfg: ModelConfig, seed: int) -> dict:
+def classifier_options(cfg: ModelConfig, seed: int, in_features: int | None = None) -> dict:
     """Config values a classifier may take, by keyword name."""
     return {
         "fan_in": cfg.fan_in,
-        "density": cfg.density or min(1.0, cfg.fan_in / cfg.embed_dim),
+        "density": cfg.density or min(1.0, cfg.fan_in / (in_features or cfg.embed_dim)),
         "seed": seed,
     }
 
 
-def build_classifier(cfg: ModelConfig, num_labels: int, seed: int) -> nn.Module:
+def build_classifier(cfg: ModelConfig, num_labels: int, seed: int, in_features: int | None = None) -> nn.Module:
     """Each factory receives the options its signature names, so a new classifier gets
-    ``fan_in`` or ``seed`` without an edit here."""
+    ``fan_in`` or ``seed`` without an edit here. ``in_features``: its input size (default
+    ``embed_dim``; the intermediate size when there is one)."""
     if cfg.classifier in CLASSIFIERS:
         params = inspect.signature(CLASSIFIERS.get(cfg.classifier)).parameters
-        options = {k: v for k, v in classifier_options(cfg, seed).items() if k in params}
+        options = {k: v for k, v in classifier_options(cfg, seed, in_features).items() if k in params}
     else:
         options = {}  # create_classifier raises the "did you mean" error
-    classifier = create_classifier(cfg.classifier, cfg.embed_dim, num_labels, **options)
+    classifier = create_classifier(cfg.classifier, in_features or cfg.embed_dim, num_labels, **options)
     classifier.label_chunk = cfg.label_chunk
     return classifier
 
@@ -62,7 +83,13 @@ def build_model(cfg: ModelConfig, num_features: int, num_labels: int, seed: int,
     if cfg.encoder != "bow":
         raise ConfigError(f"config key 'model.encoder': unknown encoder {cfg.encoder!r}; available: bow")
     encoder = BagOfWordsEncoder(num_features, cfg.embed_dim, activation=cfg.activation, dropout=cfg.dropout)
-    classifier = build_classifier(cfg, num_labels, seed)
+    intermediate = None
+    if cfg.intermediate:
+        from bench.models.intermediate import IntermediateLayer
+
+        intermediate = IntermediateLayer(cfg.embed_dim, cfg.intermediate, cfg.intermediate_activation,
+                                         cfg.intermediate_dropout)
+    classifier = build_classifier(cfg, num_labels, seed, in_features=cfg.intermediate or cfg.embed_dim)
     if cfg.bias_init == "prior" and isinstance(getattr(classifier, "bias", None), torch.Tensor):
         init_bias_to_prior(classifier, positive_fraction)
-    return XMCModel(encoder, classifier)
+    return XMCModel(encoder, classifier, intermediate)
