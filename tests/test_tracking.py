@@ -13,15 +13,15 @@ def _writer(path, worker, count):
 
 def test_concurrent_appends_never_interleave(tmp_path):
     path = tmp_path / "runs.jsonl"
-    procs = [mp.get_context("fork").Process(target=_writer, args=(path, w, 50)) for w in range(4)]
+    procs = [mp.get_context("fork").Process(target=_writer, args=(path, w, 200)) for w in range(8)]
     for p in procs:
         p.start()
     for p in procs:
         p.join()
     lines = path.read_text().splitlines()
-    assert len(lines) == 200
+    assert len(lines) == 8 * 200
     seen = {(r["worker"], r["i"]) for r in map(json.loads, lines)}
-    assert len(seen) == 200
+    assert len(seen) == 8 * 200
 
 
 def test_damaged_line_is_reported_and_skipped(tmp_path):
