@@ -43,6 +43,8 @@ class ModelConfig:
     dropout: float = 0.0  # dropout on the encoder output
     fan_in: int = 32  # k: inputs per label for fixed fan-in classifiers
     density: float = 0.0  # masked classifier density; 0 means fan_in / embed_dim (same sparsity as ffi)
+    rank: int = 0  # dense-bottleneck: rank r of d → r → L (0: chosen to match the memory of ffi with match_fan_in)
+    match_fan_in: int = 0  # dense-bottleneck: fan-in k of the ffi layer whose classifier memory r matches (0: model.fan_in)
     label_chunk: int = 16384  # labels per slice in streaming top-k inference
     bias_init: str = "prior"  # classifier bias: `prior` (logit of the mean label frequency) or `zero`
     intermediate: int = 0  # size of a dense layer between encoder and classifier (0: none); the classifier then takes this size
@@ -274,6 +276,9 @@ def check(cfg: RunConfig) -> None:
         raise ConfigError(f"config key 'model.density' must be in [0, 1], got {cfg.model.density}")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"config key 'model.dropout' must be in [0, 1), got {cfg.model.dropout}")
+    for key in ("rank", "match_fan_in"):
+        if getattr(cfg.model, key) < 0:
+            raise ConfigError(f"config key 'model.{key}' must be >= 0, got {getattr(cfg.model, key)}")
     if cfg.model.intermediate < 0:
         raise ConfigError(f"config key 'model.intermediate' must be >= 0 (0: no layer), got {cfg.model.intermediate}")
     if not 0.0 <= cfg.model.intermediate_dropout < 1.0:

@@ -31,3 +31,6 @@ register_method("masked-rigl", "masked dense layer rewired with RigL", **{"model
 register_method("ffi-set-intermediate",
                 "ffi-set behind a dense intermediate layer (model.intermediate, default 512, ReLU): restores gradient flow",
                 **{"model.classifier": "ffi", **_SET, "model.intermediate": 512})
+register_method("dense-bottleneck",
+                "low-rank dense d → r → L with r chosen so its classifier memory matches ffi at model.fan_in (same memory, dense)",
+                **{"model.classifier": "dense-bottleneck"})

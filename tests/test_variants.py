@@ -58,3 +58,38 @@ def test_intermediate_run_records_its_memory(tiny_overrides, tmp_path):
     assert record["status"] == "ok"
     assert record["memory"]["intermediate"]["parameters"] == (32 * 48 + 48) * 4
     assert record["config"]["model"]["intermediate"] == 48
+
+
+# --- dense bottleneck ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d, num_labels, k", [(256, 4096, 32), (768, 131072, 32), (64, 1000, 8), (16, 50, 5)])
+@pytest.mark.parametrize("slots", [1, 2])
+def test_bottleneck_rank_matches_the_ffi_memory_budget(d, num_labels, k, slots):
+    from bench.classifiers.bottleneck import DenseBottleneckClassifier, ffi_memory_total
+    from bench.registry import create_classifier
+
+    budget = ffi_memory_total(d, num_labels, k, slots)
+    if num_labels <= 4096:  # the analytic ffi budget is the real layer's memory
+        assert create_classifier("ffi", d, num_labels, fan_in=k).memory_bytes(slots)["total"] == budget
+        clf = create_classifier("dense-bottleneck", d, num_labels, match_fan_in=k, optimizer_slots=slots)
+        assert clf.memory_bytes(slots)["total"] <= budget
+        r = clf.rank
+    else:
+        from bench.classifiers.bottleneck import matching_rank
+
+        r = matching_rank(d, num_labels, k, slots)
+    per_param = 4 * (2 + slots)
+    assert (r * (d + num_labels) + num_labels) * per_param <= budget  # fits ...
+    assert ((r + 1) * (d + num_labels) + num_labels) * per_param > budget  # ... and r + 1 would not
+    assert DenseBottleneckClassifier(d, 20, rank=3).rank == 3  # a given rank wins
+
+
+def test_bottleneck_method_uses_model_fan_in(tiny_overrides, tmp_path):
+    assert main(["run", "method=dense-bottleneck", *tiny_overrides]) == 0
+    (record,) = _records(tmp_path)
+    from bench.classifiers.bottleneck import ffi_memory_total
+
+    assert record["memory"]["classifier"]["total"] <= ffi_memory_total(32, 64, 8, 1)
+    with pytest.raises(ConfigError, match="rank"):
+        resolve(["model.rank=-1"])

@@ -25,6 +25,8 @@ class Classifier(nn.Module):
     label_chunk: int = DEFAULT_LABEL_CHUNK
     # Training loss label chunk by label chunk (no [B, L] logits); False: full logits, for comparison.
     fused_loss: bool = True
+    # Names of tensors shared by every label even if their first dim happens to equal L.
+    label_independent: tuple[str, ...] = ()
 
     def logits(self, h: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """Scores of labels ``[lo, hi)``: ``[B, hi - lo]``."""
@@ -100,7 +102,8 @@ def label_tensors(clf: Classifier) -> list[str]:
     """Names of the parameters and buffers indexed by label along dim 0 (``weight [L, d]``,
     ``bias [L]``, ``values``/``indices [L, k]``, ``mask [L, d]``): the fused loss slices them."""
     named = list(clf.named_parameters()) + list(clf.named_buffers())
-    return [name for name, t in named if t.dim() >= 1 and t.shape[0] == clf.num_labels]
+    return [name for name, t in named if t.dim() >= 1 and t.shape[0] == clf.num_labels
+            and name not in clf.label_independent]
 
 
 def _chunk_logits(clf: Classifier, h: torch.Tensor, tensors: dict, size: int) -> torch.Tensor:

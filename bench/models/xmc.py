@@ -50,6 +50,8 @@ def classifier_options(cfg: ModelConfig, seed: int, in_features: int | None = No
         "fan_in": cfg.fan_in,
         "density": cfg.density or min(1.0, cfg.fan_in / (in_features or cfg.embed_dim)),
         "seed": seed,
+        "rank": cfg.rank,
+        "match_fan_in": cfg.match_fan_in or cfg.fan_in,
     }
 
 
