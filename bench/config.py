@@ -66,6 +66,17 @@ class DSTConfig:
 
 
 @dataclass(frozen=True)
+class AuxConfig:
+    scale: float = 0.0  # α at the start: weight of the meta-classifier loss in (1 − α)·main + α·meta (0: no aux branch)
+    cutoff: float = 0.5  # fraction of training at which α reaches 0; after it the branch is off (not computed)
+    schedule: str = "cosine"  # how α decays from scale to 0 at cutoff: cosine (the paper) | linear | constant
+    num_clusters: int = 0  # label clusters C the meta-classifier predicts (0: about L / 64, the paper's cluster size)
+    cluster_dim: int = 64  # random projection dimension of the label centroids used for clustering
+    cluster_iters: int = 8  # balanced 2-means rounds per bisection of the label clustering
+    cache: bool = True  # keep the clustering in the dataset cache (data.cache_dir) and reuse it
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 3  # passes over the training set
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit)
@@ -107,6 +118,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     dst: DSTConfig = field(default_factory=DSTConfig)
+    aux: AuxConfig = field(default_factory=AuxConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -123,6 +135,7 @@ CHOICES = {
     "dst.regrow": ("none", "random", "gradient"),
     "dst.prune": ("fraction", "threshold"),
     "dst.decay": ("cosine", "constant"),
+    "aux.schedule": ("cosine", "linear", "constant"),
     "tracking.wandb": ("offline", "online", "disabled"),
 }
 
@@ -279,6 +292,14 @@ def check(cfg: RunConfig) -> None:
     for key in ("rank", "match_fan_in"):
         if getattr(cfg.model, key) < 0:
             raise ConfigError(f"config key 'model.{key}' must be >= 0, got {getattr(cfg.model, key)}")
+    if not 0.0 <= cfg.aux.scale <= 1.0:
+        raise ConfigError(f"config key 'aux.scale' must be in [0, 1], got {cfg.aux.scale}")
+    if not 0.0 < cfg.aux.cutoff <= 1.0:
+        raise ConfigError(f"config key 'aux.cutoff' must be in (0, 1] (a fraction of training), got {cfg.aux.cutoff}")
+    for key in ("num_clusters", "cluster_dim", "cluster_iters"):
+        if getattr(cfg.aux, key) < (0 if key == "num_clusters" else 1):
+            raise ConfigError(f"config key 'aux.{key}' must be {'>= 0' if key == 'num_clusters' else 'positive'}, "
+                              f"got {getattr(cfg.aux, key)}")
     if cfg.model.intermediate < 0:
         raise ConfigError(f"config key 'model.intermediate' must be >= 0 (0: no layer), got {cfg.model.intermediate}")
     if not 0.0 <= cfg.model.intermediate_dropout < 1.0:

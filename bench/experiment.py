@@ -12,6 +12,7 @@ import traceback
 import uuid
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench.config import RunConfig, config_hash, to_dict
@@ -35,6 +36,21 @@ def pick_device(name: str) -> torch.device:
 
         raise ConfigError("config key 'train.device' is 'cuda' but no CUDA device is available")
     return torch.device(name)
+
+
+def build_aux(cfg: RunConfig, dataset, in_features: int):
+    """The meta-classifier and what the record says about it (clusters, their build time)."""
+    from bench.data.clusters import default_num_clusters, label_clusters
+    from bench.models.meta import MetaClassifier
+
+    t0 = time.perf_counter()
+    num_clusters = cfg.aux.num_clusters or default_num_clusters(dataset.num_labels)
+    clusters, cached = label_clusters(dataset, cfg.data, num_clusters, cfg.aux.cluster_dim, cfg.aux.cluster_iters,
+                                      use_cache=cfg.aux.cache)
+    sizes = np.bincount(clusters, minlength=num_clusters)
+    info = {"num_clusters": num_clusters, "cluster_size_min": int(sizes.min()), "cluster_size_max": int(sizes.max()),
+            "clusters_from_cache": cached, "cluster_seconds": time.perf_counter() - t0}
+    return MetaClassifier(in_features, clusters, num_clusters), info
 
 
 def failure_reason(err: BaseException) -> str:
@@ -80,7 +96,10 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
         record["num_labels"] = dataset.num_labels
         positive_fraction = dataset.train_y.nnz / max(1, dataset.num_train * dataset.num_labels)
         model = build_model(cfg.model, dataset.num_features, dataset.num_labels, cfg.seed,
-                            positive_fraction).to(device)
+                            positive_fraction)
+        if cfg.aux.scale > 0:
+            model.aux, record["aux"] = build_aux(cfg, dataset, model.encoder.out_features)
+        model = model.to(device)
         inv_propensity = 1.0 / jain_propensity(
             dataset.train_y.column_counts(), dataset.num_train, cfg.eval.propensity_a, cfg.eval.propensity_b
         )
@@ -91,6 +110,8 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
             epochs=result.epochs,
             steps=result.steps,
             final_train_loss=result.final_loss,
+            **({"aux": record["aux"] | {"active_steps": result.aux_steps, "train_seconds": result.aux_seconds}}
+               if model.aux is not None else {}),
             dst={
                 "rewires": result.rewires,
                 "connections_changed": sum(r["connections_changed"] for r in result.rewires),

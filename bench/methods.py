@@ -34,3 +34,11 @@ register_method("ffi-set-intermediate",
 register_method("dense-bottleneck",
                 "low-rank dense d → r → L with r chosen so its classifier memory matches ffi at model.fan_in (same memory, dense)",
                 **{"model.classifier": "dense-bottleneck"})
+
+_AUX = {"aux.scale": 0.4, "aux.cutoff": 0.5}  # the paper: α from 0.4–0.5 to 0 over the first epochs
+register_method("ffi-set-aux",
+                "ffi-set plus the auxiliary meta-classifier loss on label clusters (α 0.4 → 0 by half of training)",
+                **{"model.classifier": "ffi", **_SET, **_AUX})
+register_method("spartex",
+                "the paper's SPARTEX: ffi-set + auxiliary cluster loss (+ the intermediate layer when model.intermediate is set)",
+                **{"model.classifier": "ffi", **_SET, **_AUX})

@@ -42,6 +42,8 @@ class TrainResult:
     eval_seconds: float = 0.0
     final_loss: float = float("nan")
     rewires: list = field(default_factory=list)  # one entry per DST rewire (step, fraction, changed, ...)
+    aux_steps: int = 0  # steps that computed the auxiliary branch (α > 0)
+    aux_seconds: float = 0.0  # time in the aux branch's forward and loss (its backward is in the shared backward)
 
 
 def make_optimizers(model, cfg: RunConfig) -> list[torch.optim.Optimizer]:
@@ -66,6 +68,20 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def aux_weight(step: int, steps_total: int, scale: float, cutoff: float, schedule: str = "cosine") -> float:
+    """α of optimiser step ``step`` (0-based): ``scale`` at 0, decaying to 0 at ``cutoff``·steps
+    (cosine, the paper's; linear; or constant until the cutoff), 0 from then on."""
+    end = cutoff * steps_total
+    if scale <= 0 or step >= end:
+        return 0.0
+    progress = step / end
+    if schedule == "cosine":
+        return scale * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return scale * (1.0 - progress)
+    return scale
 
 
 def total_steps(cfg: RunConfig, num_train: int) -> tuple[int, int]:
@@ -120,7 +136,7 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
     shuffle_rng = np.random.default_rng(cfg.seed)
     result = TrainResult()
-    watch = Stopwatch(device)
+    watch, aux_watch = Stopwatch(device), Stopwatch(device)
     bar = tqdm(total=steps_total, desc=cfg.method or cfg.model.classifier, unit="step",
                disable=not sys.stderr.isatty(), leave=False)
     model.train()
@@ -130,8 +146,17 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                                      shuffle=True, generator=shuffle_rng):
             with watch:
                 batch = batch.to(device)
-                h = model.features(batch)  # [B, d], or [B, m] after an intermediate layer
+                z = model.encoder(batch)  # [B, d]
+                h = model.head_input(z)  # [B, d], or [B, m] after an intermediate layer
                 loss = model.classifier.loss(h, batch.targets, fused=cfg.train.fused_loss)
+                alpha = 0.0 if model.aux is None else aux_weight(
+                    result.steps, steps_total, cfg.aux.scale, cfg.aux.cutoff, cfg.aux.schedule)
+                main_loss = loss
+                if alpha > 0:  # after the cutoff the branch costs nothing
+                    with aux_watch:
+                        aux_loss = model.aux.loss(z, batch.targets)
+                    loss = (1.0 - alpha) * main_loss + alpha * aux_loss
+                    result.aux_steps += 1
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -141,9 +166,9 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                     sched.step()
                 # rewiring is part of training cost, so it runs inside the timed section
                 rewire = rewirer.maybe_rewire(result.steps + 1, h.detach(), batch.targets) if rewirer else None
-            value = loss.item()
-            if not math.isfinite(value):
-                raise NonFiniteLoss(f"training loss became {value} at step {result.steps + 1}")
+            value, total = main_loss.item(), loss.item()  # main: the task's loss, comparable across methods
+            if not math.isfinite(total):
+                raise NonFiniteLoss(f"training loss became {total} at step {result.steps + 1}")
             result.steps += 1
             result.train_samples += batch.targets.batch_size
             loss_sum, loss_count = loss_sum + value, loss_count + 1
@@ -154,8 +179,9 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
             bar.update(1)
             if result.steps % cfg.train.log_every == 0:
                 bar.set_postfix(loss=f"{value:.4f}")
+                extra = {"train/aux_loss": aux_loss.item(), "train/aux_weight": alpha} if alpha > 0 else {}
                 tracker.log({"train/loss": value, "train/lr_classifier": schedulers[1].get_last_lr()[0],
-                             "epoch": epoch}, step=result.steps)
+                             "epoch": epoch} | extra, step=result.steps)
             if result.steps >= steps_total:
                 break
         result.final_loss = loss_sum / max(loss_count, 1)
@@ -175,4 +201,5 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
             break
     bar.close()
     result.train_seconds = watch.seconds
+    result.aux_seconds = aux_watch.seconds
     return result

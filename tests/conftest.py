@@ -16,5 +16,7 @@ TINY = [
 
 @pytest.fixture
 def tiny_overrides(tmp_path):
-    """A run that takes about a second: tiny synthetic data, tiny model, W&B off."""
-    return [*TINY, f"results_dir={tmp_path / 'results'}", "tracking.wandb=disabled"]
+    """A run that takes about a second: tiny synthetic data, tiny model, W&B off; anything
+    cached (label clusters) goes under tmp_path."""
+    return [*TINY, f"results_dir={tmp_path / 'results'}", "tracking.wandb=disabled",
+            f"data.cache_dir={tmp_path / 'cache'}"]

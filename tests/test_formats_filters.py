@@ -56,6 +56,7 @@ class _FixedScores(torch.nn.Module):
         super().__init__()
         self.scores = torch.as_tensor(scores, dtype=torch.float32)
         self.encoder = lambda batch: torch.as_tensor(batch.rows)
+        self.features = self.encoder  # XMCModel.features: encoder [→ intermediate]
         outer = self
 
         class Classifier:

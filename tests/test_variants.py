@@ -3,6 +3,8 @@ meta-classifier; and the encoder gradient-norm series."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -93,3 +95,115 @@ def test_bottleneck_method_uses_model_fan_in(tiny_overrides, tmp_path):
     assert record["memory"]["classifier"]["total"] <= ffi_memory_total(32, 64, 8, 1)
     with pytest.raises(ConfigError, match="rank"):
         resolve(["model.rank=-1"])
+
+
+# --- auxiliary meta-classifier ---------------------------------------------------------------
+
+
+def _clustered_data():
+    from bench.data.synthetic import make_synthetic
+
+    return make_synthetic(num_labels=203, num_train=1500, num_test=10, num_features=800, seed=2)
+
+
+@pytest.mark.parametrize("num_clusters", [1, 2, 7, 16, 203])
+def test_clusters_are_balanced_and_cover_every_label(num_clusters):
+    from bench.data.clusters import balanced_clusters, label_centroids
+
+    data = _clustered_data()
+    centroids = label_centroids(data.train_x, data.train_y, dim=16, seed=0)
+    assert centroids.shape == (203, 16)
+    clusters = balanced_clusters(centroids, num_clusters, iters=4, seed=0)
+    assert clusters.shape == (203,)  # every label in exactly one cluster
+    sizes = __import__("numpy").bincount(clusters, minlength=num_clusters)
+    assert len(sizes) == num_clusters and sizes.sum() == 203
+    assert sizes.max() - sizes.min() <= 1
+    again = balanced_clusters(centroids, num_clusters, iters=4, seed=0)
+    assert (clusters == again).all()  # deterministic by seed
+
+
+def test_clusters_group_labels_that_share_points():
+    """Labels of one synthetic topic co-occur, so a cluster's labels share more training points
+    than random groups of the same sizes do."""
+    import numpy as np
+
+    from bench.data.clusters import balanced_clusters, label_centroids
+
+    data = _clustered_data()
+    clusters = balanced_clusters(label_centroids(data.train_x, data.train_y, dim=32, seed=0), 16, seed=0)
+
+    def purity(assign):  # mean over points of the largest share of its labels in one cluster
+        shares = []
+        for i in range(data.num_train):
+            labels = data.train_y.row(i)
+            if len(labels) > 1:
+                shares.append(np.bincount(assign[labels]).max() / len(labels))
+        return np.mean(shares)
+
+    shuffled = np.random.default_rng(0).permutation(clusters)
+    assert purity(clusters) > purity(shuffled) + 0.1
+
+
+def test_bad_number_of_clusters():
+    import numpy as np
+
+    from bench.data.clusters import balanced_clusters
+
+    with pytest.raises(ConfigError, match="num_clusters"):
+        balanced_clusters(np.ones((5, 3), np.float32), 6)
+
+
+def test_aux_weight_schedule():
+    from bench.train import aux_weight
+
+    steps = 100  # cutoff 0.4: α reaches 0 at step 40
+    assert aux_weight(0, steps, 0.5, 0.4) == pytest.approx(0.5)
+    assert aux_weight(20, steps, 0.5, 0.4) == pytest.approx(0.25)  # cosine: half way
+    assert aux_weight(30, steps, 0.5, 0.4) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 0.75)))
+    assert aux_weight(40, steps, 0.5, 0.4) == 0.0 and aux_weight(99, steps, 0.5, 0.4) == 0.0
+    assert aux_weight(20, steps, 0.5, 0.4, "linear") == pytest.approx(0.25)
+    assert aux_weight(30, steps, 0.5, 0.4, "linear") == pytest.approx(0.125)
+    assert aux_weight(39, steps, 0.5, 0.4, "constant") == 0.5
+    assert aux_weight(0, steps, 0.0, 0.4) == 0.0
+    values = [aux_weight(s, steps, 0.5, 0.4) for s in range(steps)]
+    assert all(a >= b for a, b in zip(values, values[1:]))  # never increases
+
+
+def test_meta_classifier_cluster_targets_and_memory():
+    import numpy as np
+
+    from bench.models.meta import MetaClassifier
+    from bench.sparse import CSR, SparseTargets
+
+    meta = MetaClassifier(8, np.array([0, 0, 1, 2, 2, 1]), 3)
+    targets = SparseTargets.from_csr(CSR.from_rows([[0, 1], [2, 4], []], 6))
+    assert meta.cluster_targets(targets).tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0]]
+    params = (8 * 3 + 3) * 4
+    assert meta.memory_bytes() == {"parameters": params, "gradients": params, "optimizer": 2 * params,
+                                   "indices": 6 * 4, "total": 4 * params + 24}
+
+
+@pytest.mark.parametrize("method", ["ffi-set-aux", "spartex"])
+def test_aux_run_records_branch_and_reuses_cached_clusters(method, tiny_overrides, tmp_path):
+    overrides = [*tiny_overrides, "aux.num_clusters=8", "train.epochs=2"]
+    for seed in (0, 1):
+        assert main(["run", f"method={method}", *overrides, f"seed={seed}", "model.intermediate=40"]) == 0
+    first, second = _records(tmp_path)
+    for record in (first, second):
+        aux = record["aux"]
+        assert record["status"] == "ok" and aux["num_clusters"] == 8
+        assert aux["cluster_size_min"] == aux["cluster_size_max"] == 8  # 64 labels / 8
+        steps = record["steps"]  # cutoff 0.5: the branch runs for the first half of training only
+        assert aux["active_steps"] == math.ceil(0.5 * steps) and aux["train_seconds"] > 0
+        assert record["memory"]["aux"]["parameters"] == (32 * 8 + 8) * 4
+        assert record["memory"]["intermediate"]["parameters"] == (32 * 40 + 40) * 4
+    assert not first["aux"]["clusters_from_cache"] and second["aux"]["clusters_from_cache"]
+    assert list((tmp_path / "cache" / "clusters").glob("synthetic-C8-*.npy"))
+
+
+def test_aux_branch_changes_training_only_while_on(tiny_overrides, tmp_path):
+    base = [*tiny_overrides, "method=ffi-static", "aux.num_clusters=4"]
+    assert main(["run", *base]) == 0
+    assert main(["run", *base, "aux.scale=0.5"]) == 0
+    plain, with_aux = _records(tmp_path)
+    assert "aux" not in plain and plain["final_train_loss"] != with_aux["final_train_loss"]

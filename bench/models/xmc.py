@@ -15,14 +15,17 @@ from bench.registry import CLASSIFIERS, create_classifier
 
 
 class XMCModel(nn.Module):
-    """encoder → [intermediate] → classifier. ``intermediate`` (optional) maps the encoder
-    output ``[B, d]`` to the classifier's input ``[B, m]``."""
+    """encoder → [intermediate] → classifier [+ aux]. ``intermediate`` (optional) maps the
+    encoder output ``[B, d]`` to the classifier's input ``[B, m]``; ``aux`` (optional) is the
+    meta-classifier on the encoder output (``bench.models.meta``)."""
 
-    def __init__(self, encoder: nn.Module, classifier: nn.Module, intermediate: nn.Module | None = None):
+    def __init__(self, encoder: nn.Module, classifier: nn.Module, intermediate: nn.Module | None = None,
+                 aux: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder
         self.intermediate = intermediate
         self.classifier = classifier
+        self.aux = aux
 
     def head_input(self, z: torch.Tensor) -> torch.Tensor:  # encoder output [B, d] -> classifier input
         return z if self.intermediate is None else self.intermediate(z)
@@ -31,8 +34,8 @@ class XMCModel(nn.Module):
         return self.head_input(self.encoder(batch))
 
     def dense_parameters(self) -> list[nn.Parameter]:
-        """Parameters outside the classifier (encoder, intermediate): the AdamW group."""
-        parts = [self.encoder] + ([self.intermediate] if self.intermediate is not None else [])
+        """Parameters outside the classifier (encoder, intermediate, aux): the AdamW group."""
+        parts = [self.encoder] + [m for m in (self.intermediate, self.aux) if m is not None]
         return [p for part in parts for p in part.parameters()]
 
     def part_memory_bytes(self) -> dict[str, dict]:

@@ -1,0 +1,130 @@
+"""Label clusters for the auxiliary meta-classifier (as LightXML / CascadeXML build them).
+
+1. **Label centroids**: the mean TF-IDF feature of each label's training points. ``[L, V]`` is
+   never built: the features are first reduced by a fixed random Gaussian projection
+   ``R [V, dim]`` (seeded), one sparse-dense product ``X R`` ``[N, dim]``, and each label sums
+   the projected rows of its points: ``C = Yᵀ (X R)`` ``[L, dim]``, rows L2-normalised
+   (spherical: only the direction matters).
+2. **Balanced spherical clustering** by recursive bisection: a node holding the labels of
+   ``c`` final clusters splits into ``c // 2`` and ``c - c // 2`` clusters with a balanced
+   2-means (labels sorted by ``cos(x, μ₀) − cos(x, μ₁)``, the first ``n_left`` go left, centres
+   re-estimated, ``iters`` rounds). The target sizes are fixed up front — ``L // C`` or one more —
+   so every cluster's size is within 1 of every other's and each label is in exactly one.
+
+Deterministic by seed; cached by a key of the data config and the clustering parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.config import DataConfig
+from bench.errors import ConfigError
+from bench.sparse import CSR
+
+FORMAT_VERSION = 1
+LABEL_ENTRY_CHUNK = 1 << 20  # (point, label) pairs gathered at a time: [chunk, dim] floats
+
+
+def label_centroids(x: CSR, y: CSR, dim: int = 64, seed: int = 0) -> np.ndarray:
+    """``[L, dim]`` float32: unit-length projected centroid of each label's training points
+    (a zero row for a label without training points)."""
+    generator = torch.Generator().manual_seed(seed)
+    projection = torch.randn(x.num_cols, dim, generator=generator) / dim**0.5  # [V, dim]
+    values = torch.ones(x.nnz) if x.data is None else torch.from_numpy(np.asarray(x.data, np.float32))
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        features = torch.sparse_csr_tensor(torch.from_numpy(np.asarray(x.indptr, np.int64)),
+                                           torch.from_numpy(np.asarray(x.indices, np.int64)), values,
+                                           size=x.shape, check_invariants=False)  # validated by XMCDataset
+        projected = features @ projection  # [N, dim]
+    label_ids = torch.from_numpy(np.asarray(y.indices, np.int64))  # [nnz_y]
+    point_ids = torch.repeat_interleave(torch.arange(y.num_rows), torch.from_numpy(y.row_lengths()))
+    centroids = torch.zeros(y.num_cols, dim)
+    for lo in range(0, len(label_ids), LABEL_ENTRY_CHUNK):
+        hi = lo + LABEL_ENTRY_CHUNK
+        centroids.index_add_(0, label_ids[lo:hi], projected[point_ids[lo:hi]])
+    centroids = torch.nn.functional.normalize(centroids, dim=1)
+    return centroids.numpy()
+
+
+def balanced_sizes(num_labels: int, num_clusters: int) -> np.ndarray:
+    """Target sizes: ``num_labels // num_clusters``, the first ``num_labels % num_clusters`` one more."""
+    sizes = np.full(num_clusters, num_labels // num_clusters, np.int64)
+    sizes[: num_labels % num_clusters] += 1
+    return sizes
+
+
+def balanced_clusters(vectors: np.ndarray, num_clusters: int, iters: int = 8, seed: int = 0) -> np.ndarray:
+    """``[L]`` int32 cluster id of each row of ``vectors`` (unit rows), sizes from ``balanced_sizes``."""
+    num_labels = len(vectors)
+    if not 1 <= num_clusters <= num_labels:
+        raise ConfigError(f"aux.num_clusters must be in [1, {num_labels}] (the number of labels), got {num_clusters}")
+    rng = np.random.default_rng(seed)
+    sizes = balanced_sizes(num_labels, num_clusters)
+    out = np.empty(num_labels, np.int32)
+    stack = [(np.arange(num_labels), 0, num_clusters)]  # (label ids, first cluster id, clusters)
+    while stack:
+        ids, first, count = stack.pop()
+        if count == 1:
+            out[ids] = first
+            continue
+        half = count // 2
+        n_left = int(sizes[first : first + half].sum())
+        x = vectors[ids]  # [n, dim]
+        centres = x[rng.choice(len(ids), 2, replace=False)]  # [2, dim]
+        for _ in range(max(1, iters)):
+            score = x @ (centres[0] - centres[1])  # cos to left centre minus cos to right centre
+            order = np.argsort(-score, kind="stable")
+            left, right = order[:n_left], order[n_left:]
+            centres = np.stack([_unit(x[left].sum(0)), _unit(x[right].sum(0))])
+        stack.append((ids[right], first + half, count - half))
+        stack.append((ids[left], first, half))
+    return out
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(v)
+    return v / norm if norm > 0 else v
+
+
+def default_num_clusters(num_labels: int, labels_per_cluster: int = 64) -> int:
+    """The paper's clusters of about 64 labels (at least 2 clusters, at most L)."""
+    return min(num_labels, max(2, round(num_labels / labels_per_cluster)))
+
+
+def cluster_cache_file(data_cfg: DataConfig, num_clusters: int, dim: int, iters: int) -> Path:
+    from bench.data.cache import cache_key, cache_root
+
+    key = {"data": cache_key(data_cfg), "num_clusters": num_clusters, "dim": dim, "iters": iters,
+           "version": FORMAT_VERSION}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return cache_root(data_cfg) / "clusters" / f"{data_cfg.name}-C{num_clusters}-{digest}.npy"
+
+
+def label_clusters(dataset, data_cfg: DataConfig, num_clusters: int, dim: int = 64, iters: int = 8,
+                   use_cache: bool = True) -> tuple[np.ndarray, bool]:
+    """(``[L]`` int32 cluster of each label, whether it came from the cache). Seeded by
+    ``data.seed`` so every run seed of a dataset shares one clustering (and one cache file)."""
+    path = cluster_cache_file(data_cfg, num_clusters, dim, iters)
+    if use_cache and path.exists():
+        clusters = np.load(path)
+        if clusters.shape == (dataset.num_labels,):
+            return clusters, True
+    centroids = label_centroids(dataset.train_x, dataset.train_y, dim=dim, seed=data_cfg.seed)
+    clusters = balanced_clusters(centroids, num_clusters, iters=iters, seed=data_cfg.seed)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, clusters)
+        os.replace(tmp, path)  # atomic: concurrent runs never read half a file
+    return clusters, False
