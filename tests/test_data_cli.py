@@ -124,3 +124,22 @@ def test_run_uses_the_cache(tmp_path, tiny_overrides, monkeypatch):
     record = run_experiment(cfg)
     assert record["status"] == "ok", record.get("error")
     assert record["dataset"]["num_labels"] == cfg.data.num_labels
+
+
+def test_cached_propensities_hand_example(tmp_path, monkeypatch):
+    from bench.data.dataset import XMCDataset
+    from bench.sparse import CSR
+
+    # 4 training points; label 0 in 3 of them, label 1 in 1, label 2 in none
+    y = CSR.from_rows([[0], [0, 1], [0], []], 3)
+    x = CSR.from_rows([[0]] * 4, 2, values=[[1.0]] * 4)
+    hand = XMCDataset("hand", x, y, x.take_rows(np.array([0])), y.take_rows(np.array([0])))
+    monkeypatch.setitem(DATASETS._entries, "hand", lambda cfg: hand)
+    folder = cache.prepare(DataConfig(name="hand", cache_dir=str(tmp_path)), log=lambda *a: None)
+    labels = cache.load_label_table(folder)
+    np.testing.assert_array_equal(labels["train_count"], [3, 1, 0])
+    # Jain et al., A = 0.55, B = 1.5, N = 4: C = (ln 4 - 1)(B + 1)^A = 0.386294 * 1.655264 = 0.639419
+    # p(3) = 1 / (1 + C * 4.5^-0.55) = 1 / (1 + 0.639419 * 0.437255) = 0.781502
+    # p(1) = 1 / (1 + C * 2.5^-0.55) = 1 / (1 + (ln 4 - 1)) = 0.721348
+    # p(0) = 1 / (1 + C * 1.5^-0.55) = 1 / (1 + 0.639419 * 0.800227) = 0.661548
+    np.testing.assert_allclose(labels["propensity"], [0.781502, 0.721348, 0.661548], atol=2e-6)

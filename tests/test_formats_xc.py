@@ -231,3 +231,14 @@ def test_lf_jsonl_round_trip_and_errors(tmp_path):
         read_lf_jsonl(write(tmp_path, '{"uid": 1, "title": "t"\n', "b.json"))
     with pytest.raises(DataFormatError, match="empty file"):
         read_lf_jsonl(write(tmp_path, "\n", "e.json"))
+
+
+def test_gzip_files_are_read_and_a_truncated_one_is_an_error(tmp_path):
+    import gzip
+
+    text = '{"uid": "a", "title": "t", "target_ind": [1]}\n'
+    (tmp_path / "trn.json.gz").write_bytes(gzip.compress(text.encode()))
+    assert read_lf_jsonl(tmp_path / "trn.json.gz", num_labels=2).uids == ["a"]
+    (tmp_path / "cut.json.gz").write_bytes(gzip.compress(text.encode())[:-6])
+    with pytest.raises(DataFormatError, match="truncated or damaged gzip"):
+        read_lf_jsonl(tmp_path / "cut.json.gz")

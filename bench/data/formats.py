@@ -579,6 +579,14 @@ def _read_text(path) -> str:
         raise DataFormatError(path, None, "no such file") from None
     except IsADirectoryError:
         raise DataFormatError(path, None, "is a directory: expected a file") from None
+    if raw[:2] == b"\x1f\x8b":  # gzip (the XC repository ships some files as .gz)
+        import gzip
+        import zlib
+
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as err:
+            raise DataFormatError(path, None, f"truncated or damaged gzip file ({err})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
