@@ -110,6 +110,9 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
             epochs=result.epochs,
             steps=result.steps,
             final_train_loss=result.final_loss,
+            # the encoder's gradient norm every train.log_every steps (per-epoch mean/min/max in `epochs`)
+            gradient_flow={"every": cfg.train.log_every, "steps": result.grad_norm_steps,
+                           "encoder_grad_norm": result.grad_norms},
             **({"aux": record["aux"] | {"active_steps": result.aux_steps, "train_seconds": result.aux_seconds}}
                if model.aux is not None else {}),
             dst={

@@ -44,6 +44,8 @@ class TrainResult:
     rewires: list = field(default_factory=list)  # one entry per DST rewire (step, fraction, changed, ...)
     aux_steps: int = 0  # steps that computed the auxiliary branch (α > 0)
     aux_seconds: float = 0.0  # time in the aux branch's forward and loss (its backward is in the shared backward)
+    grad_norm_steps: list = field(default_factory=list)  # steps of the encoder gradient-norm series (every log_every)
+    grad_norms: list = field(default_factory=list)  # encoder gradient norm at those steps
 
 
 def make_optimizers(model, cfg: RunConfig) -> list[torch.optim.Optimizer]:
@@ -82,6 +84,13 @@ def aux_weight(step: int, steps_total: int, scale: float, cutoff: float, schedul
     if schedule == "linear":
         return scale * (1.0 - progress)
     return scale
+
+
+@torch.no_grad()
+def grad_norm(module) -> float:
+    """L2 norm of all of ``module``'s parameter gradients together (0 when none has one)."""
+    norms = [p.grad.norm().float() for p in module.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)).item() if norms else 0.0
 
 
 def total_steps(cfg: RunConfig, num_train: int) -> tuple[int, int]:
@@ -141,7 +150,7 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                disable=not sys.stderr.isatty(), leave=False)
     model.train()
     for epoch in range(1, epochs + 1):
-        loss_sum, loss_count = 0.0, 0
+        loss_sum, loss_count, epoch_norms = 0.0, 0, []
         for batch in iterate_batches(dataset.train_x, dataset.train_y, cfg.train.batch_size,
                                      shuffle=True, generator=shuffle_rng):
             with watch:
@@ -166,6 +175,10 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                     sched.step()
                 # rewiring is part of training cost, so it runs inside the timed section
                 rewire = rewirer.maybe_rewire(result.steps + 1, h.detach(), batch.targets) if rewirer else None
+            # gradient flow into the encoder (the gradients stay until the next step's zero_grad;
+            # measured outside the timed section so it costs no throughput)
+            encoder_norm = grad_norm(model.encoder)
+            epoch_norms.append(encoder_norm)
             value, total = main_loss.item(), loss.item()  # main: the task's loss, comparable across methods
             if not math.isfinite(total):
                 raise NonFiniteLoss(f"training loss became {total} at step {result.steps + 1}")
@@ -177,7 +190,10 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                 tracker.log({f"dst/{k}": v for k, v in rewire.items() if v is not None and k != "step"},
                             step=result.steps)
             bar.update(1)
+            tracker.log({"train/encoder_grad_norm": encoder_norm}, step=result.steps)
             if result.steps % cfg.train.log_every == 0:
+                result.grad_norm_steps.append(result.steps)
+                result.grad_norms.append(encoder_norm)
                 bar.set_postfix(loss=f"{value:.4f}")
                 extra = {"train/aux_loss": aux_loss.item(), "train/aux_weight": alpha} if alpha > 0 else {}
                 tracker.log({"train/loss": value, "train/lr_classifier": schedulers[1].get_last_lr()[0],
@@ -186,7 +202,9 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                 break
         result.final_loss = loss_sum / max(loss_count, 1)
         last = epoch == epochs or result.steps >= steps_total
-        entry = {"epoch": epoch, "step": result.steps, "train_loss": result.final_loss}
+        entry = {"epoch": epoch, "step": result.steps, "train_loss": result.final_loss,
+                 "encoder_grad_norm": {"mean": float(np.mean(epoch_norms)), "min": min(epoch_norms),
+                                       "max": max(epoch_norms), "last": epoch_norms[-1]}}
         if cfg.eval.every_epoch or last:
             metrics, samples, seconds = evaluate(model, dataset.test_x, dataset.test_y, cfg, inv_propensity, device,
                                                  filtered=dataset.test_filter)

@@ -207,3 +207,40 @@ def test_aux_branch_changes_training_only_while_on(tiny_overrides, tmp_path):
     assert main(["run", *base, "aux.scale=0.5"]) == 0
     plain, with_aux = _records(tmp_path)
     assert "aux" not in plain and plain["final_train_loss"] != with_aux["final_train_loss"]
+
+
+# --- gradient flow ---------------------------------------------------------------------------
+
+
+def test_encoder_gradient_norm_is_recorded(tiny_overrides, tmp_path):
+    assert main(["run", "method=ffi-set-aux", *tiny_overrides, "train.epochs=2", "train.log_every=2",
+                 "aux.num_clusters=4"]) == 0
+    (record,) = _records(tmp_path)
+    flow = record["gradient_flow"]
+    steps = record["steps"]  # 400 points / 64 per batch = 7 steps per epoch
+    assert flow["every"] == 2 and flow["steps"] == list(range(2, steps + 1, 2))
+    assert len(flow["encoder_grad_norm"]) == len(flow["steps"])
+    assert all(math.isfinite(g) and g > 0 for g in flow["encoder_grad_norm"])
+    for entry in record["epochs"]:
+        stats = entry["encoder_grad_norm"]
+        assert 0 < stats["min"] <= stats["mean"] <= stats["max"]
+
+
+def test_grad_norm_of_a_module():
+    from bench.train import grad_norm
+
+    layer = torch.nn.Linear(3, 2)
+    assert grad_norm(layer) == 0.0
+    layer.weight.grad = torch.full((2, 3), 1.0)
+    layer.bias.grad = torch.tensor([3.0, 3.0])
+    assert grad_norm(layer) == pytest.approx(math.sqrt(6 + 18))
+
+
+def test_encoder_gradient_norm_goes_to_wandb(tiny_overrides, tmp_path, monkeypatch):
+    from bench import tracking
+
+    logged = []
+    monkeypatch.setattr(tracking.Tracker, "log", lambda self, values, step: logged.append((step, values)))
+    assert main(["run", "method=ffi-static", *tiny_overrides]) == 0
+    steps = [s for s, v in logged if "train/encoder_grad_norm" in v]
+    assert steps == list(range(1, 8))  # every step
