@@ -37,8 +37,12 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     classifier: str = "dense"  # registered classifier name (`xmc-bench list`)
-    encoder: str = "bow"  # encoder: `bow` (TF-IDF EmbeddingBag)
-    embed_dim: int = 256  # d: encoder output size = classifier input size
+    encoder: str = "bow"  # encoder: `bow` (TF-IDF EmbeddingBag) | `transformer` (HF AutoModel from model.encoder_path)
+    embed_dim: int = 256  # d: encoder output size = classifier input size (bow; a transformer's is its hidden size)
+    encoder_path: str = ""  # transformer: local directory of the HF model and its tokenizer (nothing is downloaded)
+    encoder_init: str = "pretrained"  # transformer: `pretrained` (the directory's weights) | `random` (its config.json only)
+    pooling: str = "mean"  # transformer: token pooling, `mean` (over non-padding tokens) | `cls`
+    max_len: int = 128  # transformer: tokens per text (longer texts are truncated)
     activation: str = "relu"  # encoder nonlinearity: relu | gelu | tanh | none
     dropout: float = 0.0  # dropout on the encoder output
     fan_in: int = 32  # k: inputs per label for fixed fan-in classifiers
@@ -127,7 +131,9 @@ class RunConfig:
 # Allowed values for string fields whose choices are fixed here; registered names are
 # checked where they are looked up (the registry suggests close matches).
 CHOICES = {
-    "model.encoder": ("bow",),
+    "model.encoder": ("bow", "transformer"),
+    "model.encoder_init": ("pretrained", "random"),
+    "model.pooling": ("mean", "cls"),
     "model.activation": ("relu", "gelu", "tanh", "none"),
     "model.bias_init": ("prior", "zero"),
     "model.intermediate_activation": ("relu", "gelu", "tanh", "none"),
@@ -257,6 +263,7 @@ def check(cfg: RunConfig) -> None:
         "model.embed_dim": cfg.model.embed_dim,
         "model.fan_in": cfg.model.fan_in,
         "model.label_chunk": cfg.model.label_chunk,
+        "model.max_len": cfg.model.max_len,
         "train.batch_size": cfg.train.batch_size,
         "eval.batch_size": cfg.eval.batch_size,
         "eval.max_k": cfg.eval.max_k,

@@ -103,7 +103,7 @@ def total_steps(cfg: RunConfig, num_train: int) -> tuple[int, int]:
 
 @torch.no_grad()
 def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device,
-             filtered=None) -> tuple[dict, int, float]:
+             filtered=None, texts=None) -> tuple[dict, int, float]:
     """Streaming evaluation: per test batch only the top-k ids are kept. Returns
     (metrics, samples, seconds). ``filtered`` (CSR like ``y``) lists (point, label) pairs to
     drop from the predictions before top-k (the XC label filters)."""
@@ -111,7 +111,7 @@ def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device,
     ks = tuple(k for k in KS if k <= cfg.eval.max_k) or (cfg.eval.max_k,)
     metrics = RankingMetrics(y.num_cols, ks=ks, inv_propensity=inv_propensity)
     watch = Stopwatch(device)
-    for batch in iterate_batches(x, y, cfg.eval.batch_size, shuffle=False):
+    for batch in iterate_batches(x, y, cfg.eval.batch_size, shuffle=False, texts=texts):
         with watch:
             batch = batch.to(device)
             extra = 0 if filtered is None else int(filtered.take_rows(batch.rows).row_lengths().max(initial=0))
@@ -152,7 +152,7 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
     for epoch in range(1, epochs + 1):
         loss_sum, loss_count, epoch_norms = 0.0, 0, []
         for batch in iterate_batches(dataset.train_x, dataset.train_y, cfg.train.batch_size,
-                                     shuffle=True, generator=shuffle_rng):
+                                     shuffle=True, generator=shuffle_rng, texts=dataset.train_text):
             with watch:
                 batch = batch.to(device)
                 z = model.encoder(batch)  # [B, d]
@@ -207,7 +207,7 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                                        "max": max(epoch_norms), "last": epoch_norms[-1]}}
         if cfg.eval.every_epoch or last:
             metrics, samples, seconds = evaluate(model, dataset.test_x, dataset.test_y, cfg, inv_propensity, device,
-                                                 filtered=dataset.test_filter)
+                                                 filtered=dataset.test_filter, texts=dataset.test_text)
             entry["metrics"] = metrics
             result.metrics, result.eval_samples, result.eval_seconds = metrics, samples, seconds
             tracker.log({f"test/{k}": v for k, v in metrics.items()} | {"epoch": epoch}, step=result.steps)

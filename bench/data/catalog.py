@@ -26,6 +26,18 @@ def _synthetic(cfg: DataConfig):
     )
 
 
+@DATASETS.register("synthetic-text")
+def _synthetic_text(cfg: DataConfig):
+    """`synthetic` with raw texts for text encoders: each point's feature ids as words
+    ("w123 w45 ..."), so a tokenizer over the words w0 … w{V-1} sees the same signal."""
+    from bench.data.synthetic import render_texts
+
+    dataset = _synthetic(cfg)
+    dataset.name = "synthetic-text"
+    dataset.train_text, dataset.test_text = render_texts(dataset.train_x), render_texts(dataset.test_x)
+    return dataset
+
+
 # The real datasets of ../shared/data (see datasets/NAME.yaml for each card and provenance).
 SHARED = {
     "bibtex": Source("Bibtex", "arff", "bibtex-train.arff", "bibtex-test.arff", "bibtex.xml"),

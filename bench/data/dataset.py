@@ -24,6 +24,8 @@ class XMCDataset:
     test_y: CSR  # [num_test, num_labels]
     meta: dict = field(default_factory=dict)  # where it came from: generator parameters, file paths
     test_filter: CSR | None = None  # [num_test, num_labels] (point, label) pairs dropped from predictions before top-k
+    train_text: list[str] | None = None  # raw text of each training point, for text encoders (None: features only)
+    test_text: list[str] | None = None  # raw text of each test point
 
     @property
     def num_features(self) -> int:
@@ -60,6 +62,9 @@ class XMCDataset:
             )
         for matrix in ("train_x", "train_y", "test_x", "test_y"):
             _check_csr(getattr(self, matrix), f"{where}: {matrix}")
+        for split, texts, x in (("train", self.train_text, self.train_x), ("test", self.test_text, self.test_x)):
+            if texts is not None and len(texts) != x.num_rows:
+                raise BenchError(f"{where}: {split}_text has {len(texts)} texts but {split}_x has {x.num_rows} rows")
         if self.test_filter is not None:
             if self.test_filter.shape != self.test_y.shape:
                 raise BenchError(f"{where}: test_filter has shape {self.test_filter.shape}, expected {self.test_y.shape}")

@@ -23,6 +23,7 @@ class Batch:
     feature_weights: torch.Tensor  # [nnz] float32, feature values (EmbeddingBag per_sample_weights)
     targets: SparseTargets  # B rows of label ids
     rows: np.ndarray  # [B] int64, the dataset rows in this batch (host side, for metrics)
+    texts: tuple[str, ...] | None = None  # raw texts of the rows, for text encoders (None: features only)
 
     @property
     def batch_size(self) -> int:
@@ -49,8 +50,8 @@ def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
-def make_batch(x: CSR, y: CSR, rows: np.ndarray) -> Batch:
-    """The batch of the given dataset rows, in that order."""
+def make_batch(x: CSR, y: CSR, rows: np.ndarray, texts=None) -> Batch:
+    """The batch of the given dataset rows, in that order (with their ``texts`` when given)."""
     rows = np.asarray(rows, dtype=np.int64)
     bx, by = x.take_rows(rows), y.take_rows(rows)
     weights = np.ones(bx.nnz, np.float32) if bx.data is None else bx.data.astype(np.float32, copy=False)
@@ -60,6 +61,7 @@ def make_batch(x: CSR, y: CSR, rows: np.ndarray) -> Batch:
         feature_weights=torch.from_numpy(weights),
         targets=SparseTargets.from_csr(by),
         rows=rows,
+        texts=None if texts is None else tuple(texts[i] for i in rows),
     )
 
 
@@ -70,6 +72,7 @@ def iterate_batches(
     shuffle: bool,
     generator: np.random.Generator | None = None,
     drop_last: bool = False,
+    texts=None,
 ) -> Iterator[Batch]:
     """One epoch of batches over the rows of ``x`` and ``y``; every row appears exactly once
     (the last, short batch is skipped when ``drop_last``). ``shuffle`` draws the order from
@@ -82,4 +85,4 @@ def iterate_batches(
     else:
         order = np.arange(x.num_rows, dtype=np.int64)
     for b in range(count):
-        yield make_batch(x, y, order[b * batch_size : (b + 1) * batch_size])
+        yield make_batch(x, y, order[b * batch_size : (b + 1) * batch_size], texts)

@@ -259,3 +259,9 @@ def _rows(m: CSR, lo: int, hi: int) -> CSR:
     a, b = m.indptr[lo], m.indptr[hi]
     data = None if m.data is None else m.data[a:b]
     return CSR(m.indptr[lo : hi + 1] - a, m.indices[a:b], data, m.num_cols)
+
+
+def render_texts(x: CSR) -> list[str]:
+    """Each row's feature ids as words, ``"w12 w345 ..."`` (a text view of the synthetic data)."""
+    words = np.char.add("w", x.indices.astype(str)) if x.nnz else np.array([], dtype=str)
+    return [" ".join(words[x.indptr[i] : x.indptr[i + 1]]) for i in range(x.num_rows)]

@@ -85,16 +85,21 @@ def build_model(cfg: ModelConfig, num_features: int, num_labels: int, seed: int,
     """``positive_fraction``: mean fraction of labels positive per training point (bias prior)."""
     from bench.models.bow import BagOfWordsEncoder
 
-    if cfg.encoder != "bow":
-        raise ConfigError(f"config key 'model.encoder': unknown encoder {cfg.encoder!r}; available: bow")
-    encoder = BagOfWordsEncoder(num_features, cfg.embed_dim, activation=cfg.activation, dropout=cfg.dropout)
+    if cfg.encoder == "bow":
+        encoder = BagOfWordsEncoder(num_features, cfg.embed_dim, activation=cfg.activation, dropout=cfg.dropout)
+    elif cfg.encoder == "transformer":
+        from bench.models.transformer import TransformerEncoder
+
+        encoder = TransformerEncoder(cfg.encoder_path, cfg.pooling, cfg.max_len, cfg.encoder_init, cfg.dropout)
+    else:
+        raise ConfigError(f"config key 'model.encoder': unknown encoder {cfg.encoder!r}; available: bow, transformer")
+    d = encoder.out_features  # embed_dim for bow, the hidden size for a transformer
     intermediate = None
     if cfg.intermediate:
         from bench.models.intermediate import IntermediateLayer
 
-        intermediate = IntermediateLayer(cfg.embed_dim, cfg.intermediate, cfg.intermediate_activation,
-                                         cfg.intermediate_dropout)
-    classifier = build_classifier(cfg, num_labels, seed, in_features=cfg.intermediate or cfg.embed_dim)
+        intermediate = IntermediateLayer(d, cfg.intermediate, cfg.intermediate_activation, cfg.intermediate_dropout)
+    classifier = build_classifier(cfg, num_labels, seed, in_features=cfg.intermediate or d)
     if cfg.bias_init == "prior" and isinstance(getattr(classifier, "bias", None), torch.Tensor):
         init_bias_to_prior(classifier, positive_fraction)
     return XMCModel(encoder, classifier, intermediate)
