@@ -22,7 +22,9 @@ from bench.registry import create_classifier, list_classifiers
 from bench.sparse import CSR, SparseTargets
 
 D, L, B = 16, 50, 6
-SMALL_OPTIONS = {"masked": {"density": 0.3, "seed": 0}, "ffi": {"fan_in": 5, "seed": 0}}
+SMALL_OPTIONS = {"masked": {"density": 0.3, "seed": 0}, "ffi": {"fan_in": 5, "seed": 0},
+                 "ffi-group": {"fan_in": 5, "group_size": 4, "seed": 0},  # L = 50: a ragged last group
+                 "head-tail": {"fan_in": 5, "head_labels": 7, "seed": 0}}
 
 
 def make(name, in_features=D, num_labels=L, label_chunk=7):

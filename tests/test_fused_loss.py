@@ -13,7 +13,9 @@ from bench.registry import create_classifier, list_classifiers
 from bench.sparse import CSR, SparseTargets
 
 D, L, B = 16, 50, 6
-SMALL_OPTIONS = {"masked": {"density": 0.3, "seed": 0}, "ffi": {"fan_in": 5, "seed": 0}}
+SMALL_OPTIONS = {"masked": {"density": 0.3, "seed": 0}, "ffi": {"fan_in": 5, "seed": 0},
+                 "ffi-group": {"fan_in": 5, "group_size": 4, "seed": 0},  # chunks of 7 labels start mid-group
+                 "head-tail": {"fan_in": 5, "head_labels": 7, "seed": 0}}
 
 
 def make(name, num_labels=L, label_chunk=7, **kw):

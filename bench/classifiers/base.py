@@ -27,6 +27,10 @@ class Classifier(nn.Module):
     fused_loss: bool = True
     # Names of tensors shared by every label even if their first dim happens to equal L.
     label_independent: tuple[str, ...] = ()
+    # Names of tensors indexed by group of ``label_group_size`` consecutive labels along dim 0
+    # (ffi-group's shared indices [ceil(L/g), k]): the fused loss slices their rows with the chunk.
+    label_grouped: tuple[str, ...] = ()
+    label_group_size: int = 1
 
     def logits(self, h: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """Scores of labels ``[lo, hi)``: ``[B, hi - lo]``."""
@@ -103,7 +107,7 @@ def label_tensors(clf: Classifier) -> list[str]:
     ``bias [L]``, ``values``/``indices [L, k]``, ``mask [L, d]``): the fused loss slices them."""
     named = list(clf.named_parameters()) + list(clf.named_buffers())
     return [name for name, t in named if t.dim() >= 1 and t.shape[0] == clf.num_labels
-            and name not in clf.label_independent]
+            and name not in clf.label_independent and name not in clf.label_grouped]
 
 
 def _chunk_logits(clf: Classifier, h: torch.Tensor, tensors: dict, size: int) -> torch.Tensor:
@@ -136,6 +140,8 @@ class _FusedBCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, clf, targets, names, h, *params):
         batch, num_labels, chunk = h.shape[0], clf.num_labels, max(1, clf.label_chunk)
+        group = clf.label_group_size
+        chunk = -(-chunk // group) * group  # chunks start on a group boundary
         own = dict(clf.named_parameters()) | dict(clf.named_buffers())
         sliced = set(label_tensors(clf))
         want_h, want_p = ctx.needs_input_grad[3], ctx.needs_input_grad[4:]
@@ -151,6 +157,8 @@ class _FusedBCE(torch.autograd.Function):
             for name in sliced:
                 t = own[name][lo:hi].detach()
                 tensors[name] = t.requires_grad_(want_p[names.index(name)]) if name in names else t
+            for name in clf.label_grouped:  # index buffers, no gradient
+                tensors[name] = own[name][lo // group : -(-hi // group)]
             with torch.enable_grad():
                 logits = _chunk_logits(clf, h_leaf, tensors, hi - lo)  # [B, Lc]
             y = targets.dense_chunk(lo, hi)  # [B, Lc]

@@ -12,13 +12,18 @@ DST works on label chunks ``[lo, hi)``. A layer stores each label's connections 
   and zero their optimiser state; dropped weights keep no optimiser state either.
 
 Each sparse classifier registers an adapter here; SET and RigL are written once against it.
+An adapter whose rows are not the classifier's labels (ffi-group: rows are groups) also gives
+``gradient_scores(lo, hi, h, targets)`` → ``[Lc, d]``, the RigL score of each row's missing inputs.
 """
 
 from __future__ import annotations
 
 import torch
 
+from bench.classifiers.base import bce_grad_logits
 from bench.classifiers.fixed_fan_in import FixedFanInClassifier
+from bench.classifiers.group_fan_in import GroupFanInClassifier
+from bench.classifiers.head_tail import HeadTailClassifier
 from bench.classifiers.masked import MaskedClassifier
 
 _ADAPTERS: dict[type, type] = {}
@@ -102,3 +107,70 @@ class MaskedConnectivity:
         mask[grow] = True
         weight[grow] = init
         _zero_optimizer_state(optimizer, self.param, drop | grow, slice(lo, hi))
+
+
+@register_connectivity(GroupFanInClassifier)
+class GroupFanInConnectivity:
+    """Rows are groups: a group's shared inputs are pruned by the summed |w| of its labels, RigL
+    scores an input by the summed |∂L/∂w| of its labels, and a regrown input starts at ``init``
+    for every label of the group, with zero optimiser state."""
+
+    GRAD_ELEMENTS = 1 << 22  # [labels, d] per-label gradient block in gradient_scores
+
+    def __init__(self, clf: GroupFanInClassifier):
+        self.clf, self.g = clf, clf.group_size
+        self.num_labels, self.in_features, self.param = clf.num_groups, clf.in_features, clf.values
+
+    def _labels(self, lo: int, hi: int) -> tuple[int, int]:
+        return lo * self.g, min(hi * self.g, self.clf.num_labels)
+
+    def active(self, lo: int, hi: int) -> torch.Tensor:
+        out = torch.zeros(hi - lo, self.in_features, dtype=torch.bool, device=self.param.device)
+        return out.scatter_(1, self.clf.group_indices[lo:hi].long(), True)
+
+    def slots(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = self._labels(lo, hi)
+        magnitude = torch.zeros(hi - lo, self.clf.fan_in, device=self.param.device)  # [Gc, k]
+        rows = torch.arange(b - a, device=self.param.device) // self.g
+        magnitude.index_add_(0, rows, self.clf.values[a:b].detach().abs().float())
+        return magnitude, torch.ones_like(magnitude, dtype=torch.bool)
+
+    def gradient_scores(self, lo, hi, h, targets) -> torch.Tensor:
+        scores = torch.zeros(hi - lo, self.in_features, device=self.param.device)  # [Gc, d]
+        a, b = self._labels(lo, hi)
+        step = max(self.g, self.GRAD_ELEMENTS // self.in_features // self.g * self.g)
+        for start in range(a, b, step):
+            end = min(start + step, b)
+            logits = self.clf.logits(h, start, end)
+            grad = bce_grad_logits(logits, targets.dense_chunk(start, end), h.shape[0])  # [B, n]
+            per_label = (grad.t() @ h.float()).abs()  # [n, d]
+            rows = (torch.arange(start, end, device=scores.device) - a) // self.g
+            scores.index_add_(0, rows, per_label)
+        return scores
+
+    @torch.no_grad()
+    def replace(self, lo, hi, drop, grow, init, optimizer) -> None:
+        idx = self.clf.group_indices[lo:hi]  # [Gc, k]
+        slot_rows, slot_cols = drop.nonzero(as_tuple=True)
+        grow_rows, grow_cols = grow.nonzero(as_tuple=True)
+        if not torch.equal(slot_rows, grow_rows):
+            raise AssertionError("rewire must grow exactly as many inputs per group as it drops")
+        idx[slot_rows, slot_cols] = grow_cols.to(idx.dtype)
+        a, b = self._labels(lo, hi)
+        label_drop = drop.repeat_interleave(self.g, dim=0)[: b - a]  # [n, k]: every label of the group
+        self.clf.values[a:b].masked_fill_(label_drop, init)
+        _zero_optimizer_state(optimizer, self.param, label_drop, slice(a, b))
+
+
+@register_connectivity(HeadTailClassifier)
+class HeadTailConnectivity(FixedFanInConnectivity):
+    """The tail is an ffi layer of ``T`` labels; the dense head is not rewired. Rows are tail
+    rows, not label ids, so RigL (which scores rows through label slices) is not supported."""
+
+    def __init__(self, clf: HeadTailClassifier):
+        self.clf = clf.tail_view()
+        self.num_labels, self.in_features, self.param = clf.num_tail, clf.in_features, clf.tail_values
+
+    def gradient_scores(self, lo, hi, h, targets):
+        raise TypeError("head-tail: the tail is rewired with SET only (dst.regrow=random); "
+                        "gradient (RigL) regrowth is not supported for it")

@@ -122,6 +122,8 @@ class Rewirer:
         return stats
 
     def _gradient_scores(self, lo, hi, h, targets) -> torch.Tensor:
+        if hasattr(self.conn, "gradient_scores"):  # rows are not labels (ffi-group: groups)
+            return self.conn.gradient_scores(lo, hi, h, targets)
         # RigL: |∂L/∂w[l, i]| = |Σ_b g[b, l] · h[b, i]| for this chunk only: [Lc, B] @ [B, d]
         logits = self.classifier.logits(h, lo, hi)
         grad = bce_grad_logits(logits, targets.dense_chunk(lo, hi), h.shape[0])  # [B, Lc]

@@ -1,0 +1,90 @@
+"""`ffi-group`: fixed fan-in whose labels share their inputs in groups of ``g`` (HASTE's
+hardware-aware layout). Labels ``[i·g, (i+1)·g)`` form group ``i`` (the last one may be
+ragged); each group keeps exactly ``k`` distinct inputs ``group_indices [ceil(L/g), k]``, each
+label its own weights ``values [L, k]``. Index memory drops by ``g``; the forward gathers k
+input columns per group, then a small batched dense product (``bench.kernels.group_fan_in``).
+
+With ``g = 1`` it is ``ffi``; for any ``g`` it equals an ``ffi`` layer whose rows repeat their
+group's indices (the tests check exactly that). Groups are contiguous label ids: to group
+labels by cluster, number them so that each cluster's labels are consecutive.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import nn
+
+from bench.classifiers.base import Classifier, dense_memory_bytes
+from bench.classifiers.fixed_fan_in import FixedFanInClassifier, _float_dtype, random_fan_in_indices
+from bench.errors import ConfigError
+from bench.kernels.group_fan_in import group_fan_in
+from bench.registry import register_classifier
+
+
+class GroupFanInClassifier(Classifier):
+    label_grouped = ("group_indices",)
+
+    def __init__(self, in_features: int, num_labels: int, fan_in: int, group_size: int = 32, seed: int = 0,
+                 dtype: torch.dtype | str = torch.float32):
+        super().__init__()
+        if isinstance(fan_in, bool) or not isinstance(fan_in, numbers.Integral) or not 1 <= fan_in <= in_features:
+            raise ConfigError(f"ffi-group classifier: 'fan_in' must be an integer in [1, {in_features}] "
+                              f"(the input size d = {in_features}), got {fan_in!r}")
+        if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral) or group_size < 1:
+            raise ConfigError(f"ffi-group classifier: 'group_size' must be a positive integer, got {group_size!r}")
+        dtype = _float_dtype(dtype)
+        self.in_features, self.num_labels, self.fan_in = in_features, num_labels, int(fan_in)
+        self.label_group_size = self.group_size = int(group_size)
+        self.num_groups = -(-num_labels // self.group_size)
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("group_indices",  # [G, k] int16/int32
+                             random_fan_in_indices(self.num_groups, in_features, self.fan_in, generator))
+        bound = 1.0 / math.sqrt(self.fan_in)
+        values = torch.empty(num_labels, self.fan_in).uniform_(-bound, bound, generator=generator)
+        self.values = nn.Parameter(values.to(dtype))  # [L, k]
+        self.bias = nn.Parameter(torch.zeros(num_labels, dtype=dtype))  # [L]
+
+    def logits(self, h, lo, hi):
+        # whole groups covering [lo, hi) (at most two partial groups computed in excess). In the
+        # fused loss, values and group_indices arrive sliced to a chunk that starts on a group
+        # boundary and lo = 0, so the same arithmetic holds.
+        g = self.group_size
+        glo, ghi = lo // g, -(-hi // g)
+        values = self.values[glo * g : min(ghi * g, self.values.shape[0])]  # [n, k]
+        scores = group_fan_in(h, values, self.group_indices[glo:ghi], g)  # [B, n]
+        return scores[:, lo - glo * g : hi - glo * g] + self.bias[lo:hi]
+
+    def memory_bytes(self, optimizer_slots: int = 1) -> dict[str, int]:
+        return dense_memory_bytes(self.parameters(), optimizer_slots,
+                                  index_bytes=self.group_indices.numel() * self.group_indices.element_size())
+
+    def label_indices(self) -> torch.Tensor:
+        """``[L, k]``: each label's input ids (its group's), the equivalent ffi layer's indices."""
+        return self.group_indices.repeat_interleave(self.group_size, dim=0)[: self.num_labels]
+
+    @torch.no_grad()
+    def check_connectivity(self) -> None:
+        """Every group has exactly k distinct inputs in [0, d) (ffi's check, rows = groups)."""
+        FixedFanInClassifier.check_connectivity(_Rows(self.group_indices, self.num_groups, self.in_features,
+                                                      self.fan_in))
+
+    def to_dense_weight(self) -> torch.Tensor:
+        """The equivalent dense ``[L, d]`` weight (small layers, tests only)."""
+        weight = torch.zeros(self.num_labels, self.in_features, dtype=self.values.dtype, device=self.values.device)
+        return weight.scatter(1, self.label_indices().long(), self.values.detach())
+
+
+class _Rows:
+    """What ``FixedFanInClassifier.check_connectivity`` reads, for rows that are groups."""
+
+    def __init__(self, indices, num_rows, in_features, fan_in):
+        self.indices, self.num_labels, self.in_features, self.fan_in = indices, num_rows, in_features, fan_in
+
+
+@register_classifier("ffi-group")
+def ffi_group(in_features: int, num_labels: int, fan_in: int = 32, group_size: int = 32, seed: int = 0,
+              dtype: torch.dtype | str = torch.float32) -> GroupFanInClassifier:
+    return GroupFanInClassifier(in_features, num_labels, fan_in=fan_in, group_size=group_size, seed=seed, dtype=dtype)

@@ -1,0 +1,127 @@
+"""`head-tail`: a dense layer for the most frequent labels, fixed fan-in for the rest.
+
+The head gives the encoder a dense gradient path (the frequent labels carry most of the
+positives) without an auxiliary objective; the tail keeps memory at ``L·k``. The head is the
+``head_labels`` most frequent labels, or (``head_labels = 0``) the fewest most frequent labels
+that hold ``head_fraction`` of the training positives. Frequencies come from ``label_counts``
+(training positives per label); without them label ids are taken as frequency ranks
+(label 0 the most frequent, as in the synthetic data).
+
+Storage: ``head_weight [H, d]`` (dense), ``tail_values [T, k]`` + ``tail_indices [T, k]``
+(int16 when d < 32768), one ``bias [L]`` and ``slot [L]`` int32 in the original label order
+(``slot ≥ 0``: the label's tail row; ``slot < 0``: head row ``−1 − slot``). Both are indexed by
+label, so the fused loss slices them with each chunk and ``logits(h, lo, hi)`` serves any slice
+in the original order.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.classifiers.base import Classifier, dense_memory_bytes
+from bench.classifiers.fixed_fan_in import FixedFanInClassifier, _float_dtype, random_fan_in_indices
+from bench.errors import ConfigError
+from bench.kernels import fixed_fan_in
+from bench.registry import register_classifier
+
+
+def head_label_ids(num_labels: int, head_labels: int = 0, head_fraction: float = 0.5,
+                   label_counts=None) -> torch.Tensor:
+    """Sorted ids of the head: the ``head_labels`` most frequent labels, or the fewest most
+    frequent ones holding ``head_fraction`` of all training positives."""
+    if label_counts is None:
+        counts = torch.arange(num_labels, 0, -1, dtype=torch.float64)  # ids as frequency ranks
+    else:
+        counts = torch.as_tensor(np.asarray(label_counts), dtype=torch.float64)
+        if counts.shape != (num_labels,):
+            raise ConfigError(f"head-tail classifier: 'label_counts' must have one count per label "
+                              f"({num_labels}), got shape {tuple(counts.shape)}")
+    order = torch.sort(counts, descending=True, stable=True).indices  # ties: lower id first
+    if head_labels:
+        size = head_labels
+    else:
+        covered = counts[order].cumsum(0)
+        total = float(covered[-1]) if num_labels else 0.0
+        size = int(torch.searchsorted(covered, head_fraction * total).item()) + 1 if total * head_fraction > 0 else 0
+    size = max(0, min(int(size), num_labels))
+    return order[:size].sort().values
+
+
+class HeadTailClassifier(Classifier):
+    label_independent = ("head_weight", "tail_values", "tail_indices")
+
+    def __init__(self, in_features: int, num_labels: int, fan_in: int, head_labels: int = 0,
+                 head_fraction: float = 0.5, label_counts=None, seed: int = 0,
+                 dtype: torch.dtype | str = torch.float32):
+        super().__init__()
+        if isinstance(fan_in, bool) or not isinstance(fan_in, numbers.Integral) or not 1 <= fan_in <= in_features:
+            raise ConfigError(f"head-tail classifier: 'fan_in' must be an integer in [1, {in_features}] "
+                              f"(the input size d = {in_features}), got {fan_in!r}")
+        if isinstance(head_labels, bool) or not isinstance(head_labels, numbers.Integral) or head_labels < 0:
+            raise ConfigError(f"head-tail classifier: 'head_labels' must be an integer >= 0, got {head_labels!r}")
+        if not isinstance(head_fraction, numbers.Real) or not 0.0 <= head_fraction <= 1.0:
+            raise ConfigError(f"head-tail classifier: 'head_fraction' must be in [0, 1], got {head_fraction!r}")
+        dtype = _float_dtype(dtype)
+        self.in_features, self.num_labels, self.fan_in = in_features, num_labels, int(fan_in)
+        head = head_label_ids(num_labels, head_labels, head_fraction, label_counts)
+        is_head = torch.zeros(num_labels, dtype=torch.bool)
+        is_head[head] = True
+        self.num_head, self.num_tail = int(is_head.sum()), num_labels - int(is_head.sum())
+        slot = torch.empty(num_labels, dtype=torch.int32)  # [L]: tail row, or -1 - head row
+        slot[is_head] = -1 - torch.arange(self.num_head, dtype=torch.int32)
+        slot[~is_head] = torch.arange(self.num_tail, dtype=torch.int32)
+        self.register_buffer("slot", slot)
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("tail_indices",  # [T, k]
+                             random_fan_in_indices(self.num_tail, in_features, self.fan_in, generator))
+        bound = 1.0 / math.sqrt(self.fan_in)
+        tail = torch.empty(self.num_tail, self.fan_in).uniform_(-bound, bound, generator=generator)
+        self.tail_values = nn.Parameter(tail.to(dtype))  # [T, k]
+        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's scale
+        head_w = torch.empty(self.num_head, in_features).uniform_(-bound, bound, generator=generator)
+        self.head_weight = nn.Parameter(head_w.to(dtype))  # [H, d]
+        self.bias = nn.Parameter(torch.zeros(num_labels, dtype=dtype))  # [L], original order
+
+    def logits(self, h, lo, hi):
+        slot = self.slot[lo:hi].long()  # [n]
+        head = slot < 0
+        out = h.new_empty(h.shape[0], hi - lo, dtype=torch.result_type(h, self.tail_values))  # [B, n]
+        if head.any():
+            cols = head.nonzero().squeeze(1)
+            out[:, cols] = h @ self.head_weight[-1 - slot[cols]].t()  # [B, nh]
+        if not head.all():
+            cols = (~head).nonzero().squeeze(1)
+            rows = slot[cols]
+            out[:, cols] = fixed_fan_in(h, self.tail_values[rows], self.tail_indices[rows]).to(out.dtype)
+        return out + self.bias[lo:hi]
+
+    def memory_bytes(self, optimizer_slots: int = 1) -> dict[str, int]:
+        # head [H, d], tail values [T, k] and bias [L] train densely; tail ids and the slot map are indices
+        return dense_memory_bytes(self.parameters(), optimizer_slots,
+                                  index_bytes=sum(b.numel() * b.element_size() for b in self.buffers()))
+
+    def tail_view(self):
+        """The tail as an ffi layer of ``T`` labels (what DST and the connectivity check read)."""
+        return _TailView(self)
+
+    @torch.no_grad()
+    def check_connectivity(self) -> None:
+        FixedFanInClassifier.check_connectivity(self.tail_view())
+
+
+class _TailView:
+    def __init__(self, clf: HeadTailClassifier):
+        self.values, self.indices = clf.tail_values, clf.tail_indices
+        self.num_labels, self.in_features, self.fan_in = clf.num_tail, clf.in_features, clf.fan_in
+
+
+@register_classifier("head-tail")
+def head_tail(in_features: int, num_labels: int, fan_in: int = 32, head_labels: int = 0, head_fraction: float = 0.5,
+              label_counts=None, seed: int = 0, dtype: torch.dtype | str = torch.float32) -> HeadTailClassifier:
+    return HeadTailClassifier(in_features, num_labels, fan_in=fan_in, head_labels=head_labels,
+                              head_fraction=head_fraction, label_counts=label_counts, seed=seed, dtype=dtype)
