@@ -8,7 +8,8 @@ Layers, all ``[B, d] → [B, L]`` without bias, float32 unless asked otherwise:
 - ``csr``        the same connectivity as a torch CSR tensor: ``torch.sparse.mm`` forward,
                  ``torch.sparse.mm`` with the transposed pattern for the input gradient and
                  ``torch.sparse.sampled_addmm`` for the weight gradient: 2·B·L·k FLOPs per pass;
-- ``ffi/<name>`` ``fixed_fan_in`` on each backend that can run on the device: 2·B·L·k.
+- ``ffi/<name>`` ``fixed_fan_in`` on each backend that can run on the device: 2·B·L·k;
+- ``ffi-group/g<g>`` ``group_fan_in``: groups of g labels share their k inputs (g ∈ GROUP_SIZES): 2·B·L·k.
 
 "fwd+bwd" is the forward and both gradients (input and weights), three passes. Times are the
 median of ``repeats`` runs after ``warmup`` runs; GFLOP/s counts the FLOPs each layer does
@@ -33,7 +34,8 @@ from bench.tracking import append_record
 
 
 # the pure-torch reference is an oracle, not a contender (seconds per pass at L = 131072): opt in
-DEFAULT_LAYERS = ("dense", "masked", "csr", "ffi/cpu", "ffi/triton")
+DEFAULT_LAYERS = ("dense", "masked", "csr", "ffi/cpu", "ffi/triton", "ffi-group")
+GROUP_SIZES = (8, 32, 128)  # ffi-group rows
 
 
 @dataclass
@@ -157,9 +159,20 @@ def _layers(x, d, L, k, dtype, device, backends):
             return (lambda inp: fixed_fan_in(inp, values, idx, backend=name)), [values]
         return make
 
+    def group(size):
+        def make():
+            from bench.kernels.group_fan_in import group_fan_in
+
+            values = torch.randn(L, k, device=device, dtype=dtype).requires_grad_()
+            group_ids = ids[:: size].to(index_dtype)  # [ceil(L / g), k]: one row of ids per group
+            return (lambda inp: group_fan_in(inp, values, group_ids, size)), [values]
+        return make
+
     out = {"dense": dense, "masked": masked, "csr": csr}
     for name in backends:
         out[f"ffi/{name}"] = ffi(name)
+    for size in GROUP_SIZES:
+        out[f"ffi-group/g{size}"] = group(size)
     return out
 
 
@@ -231,7 +244,7 @@ def _available_gb() -> float:
     return 8.0
 
 
-HEADER = (f"| {'layer':12} | {'L':>8} | {'k':>3} | {'fwd ms':>9} | {'GFLOP/s':>7} | {'× dense':>7} "
+HEADER = (f"| {'layer':14} | {'L':>8} | {'k':>3} | {'fwd ms':>9} | {'GFLOP/s':>7} | {'× dense':>7} "
           f"| {'fwd+bwd ms':>10} | {'GFLOP/s':>7} | {'× dense':>7} |")
 
 
@@ -241,7 +254,7 @@ def _f(value, spec):
 
 def format_row(r: Timing) -> str:
     if r.skipped:
-        return f"| {r.layer:12} | {r.L:>8} | {r.k:>3} | skipped: {r.skipped} |"
-    return (f"| {r.layer:12} | {r.L:>8} | {r.k:>3} | {_f(r.fwd_ms, '9.1f')} | {_f(r.gflops_fwd, '7.1f')} "
+        return f"| {r.layer:14} | {r.L:>8} | {r.k:>3} | skipped: {r.skipped} |"
+    return (f"| {r.layer:14} | {r.L:>8} | {r.k:>3} | {_f(r.fwd_ms, '9.1f')} | {_f(r.gflops_fwd, '7.1f')} "
             f"| {_f(r.vs_dense_fwd, '7.2f')} | {_f(r.fwdbwd_ms, '10.1f')} | {_f(r.gflops_fwdbwd, '7.1f')} "
             f"| {_f(r.vs_dense_fwdbwd, '7.2f')} |")

@@ -299,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     ker.add_argument("--repeats", type=int, default=5, help="timed runs (the median is reported)")
     ker.add_argument("--max-gb", type=float, default=None, help="skip layers estimated above this (default: 60%% of free RAM)")
     ker.add_argument("--layers", nargs="+", default=None,
-                     help="dense masked csr ffi ffi/cpu ffi/reference ffi/triton (default: all but ffi/reference)")
+                     help="dense masked csr ffi ffi/cpu ffi/reference ffi/triton ffi-group ffi-group/g32 "
+                          "(default: all but ffi/reference)")
     ker.add_argument("--out", default="results/kernels", help="directory of kernels.jsonl")
     ker.set_defaults(func=cmd_kernels)
 

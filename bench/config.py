@@ -49,6 +49,9 @@ class ModelConfig:
     density: float = 0.0  # masked classifier density; 0 means fan_in / embed_dim (same sparsity as ffi)
     rank: int = 0  # dense-bottleneck: rank r of d → r → L (0: chosen to match the memory of ffi with match_fan_in)
     match_fan_in: int = 0  # dense-bottleneck: fan-in k of the ffi layer whose classifier memory r matches (0: model.fan_in)
+    group_size: int = 32  # ffi-group: labels per group sharing one set of k inputs (contiguous label ids)
+    head_labels: int = 0  # head-tail: labels in the dense head, the most frequent (0: chosen by head_fraction)
+    head_fraction: float = 0.5  # head-tail: the head is the fewest most frequent labels holding this fraction of training positives
     label_chunk: int = 16384  # labels per slice in streaming top-k inference
     bias_init: str = "prior"  # classifier bias: `prior` (logit of the mean label frequency) or `zero`
     intermediate: int = 0  # size of a dense layer between encoder and classifier (0: none); the classifier then takes this size

@@ -96,7 +96,7 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
         record["num_labels"] = dataset.num_labels
         positive_fraction = dataset.train_y.nnz / max(1, dataset.num_train * dataset.num_labels)
         model = build_model(cfg.model, dataset.num_features, dataset.num_labels, cfg.seed,
-                            positive_fraction)
+                            positive_fraction, label_counts=dataset.train_y.column_counts())
         if cfg.aux.scale > 0:
             model.aux, record["aux"] = build_aux(cfg, dataset, model.encoder.out_features)
         model = model.to(device)

@@ -42,3 +42,12 @@ register_method("ffi-set-aux",
 register_method("spartex",
                 "the paper's SPARTEX: ffi-set + auxiliary cluster loss (+ the intermediate layer when model.intermediate is set)",
                 **{"model.classifier": "ffi", **_SET, **_AUX})
+
+# HASTE-style hardware-aware layouts (issue 9)
+register_method("ffi-group-set",
+                "fixed fan-in with inputs shared by groups of model.group_size labels (indices [L/g, k]), groups rewired with SET",
+                **{"model.classifier": "ffi-group", **_SET})
+register_method("head-tail-set",
+                "dense head for the most frequent labels (model.head_labels or model.head_fraction of positives), "
+                "ffi tail rewired with SET",
+                **{"model.classifier": "head-tail", **_SET})

@@ -47,24 +47,30 @@ class XMCModel(nn.Module):
         return self.classifier(self.features(batch))
 
 
-def classifier_options(cfg: ModelConfig, seed: int, in_features: int | None = None) -> dict:
-    """Config values a classifier may take, by keyword name."""
+def classifier_options(cfg: ModelConfig, seed: int, in_features: int | None = None, label_counts=None) -> dict:
+    """Config values a classifier may take, by keyword name (``label_counts``: training
+    positives per label, from the dataset)."""
     return {
         "fan_in": cfg.fan_in,
         "density": cfg.density or min(1.0, cfg.fan_in / (in_features or cfg.embed_dim)),
         "seed": seed,
         "rank": cfg.rank,
         "match_fan_in": cfg.match_fan_in or cfg.fan_in,
+        "group_size": cfg.group_size,
+        "head_labels": cfg.head_labels,
+        "head_fraction": cfg.head_fraction,
+        "label_counts": label_counts,
     }
 
 
-def build_classifier(cfg: ModelConfig, num_labels: int, seed: int, in_features: int | None = None) -> nn.Module:
+def build_classifier(cfg: ModelConfig, num_labels: int, seed: int, in_features: int | None = None,
+                     label_counts=None) -> nn.Module:
     """Each factory receives the options its signature names, so a new classifier gets
     ``fan_in`` or ``seed`` without an edit here. ``in_features``: its input size (default
     ``embed_dim``; the intermediate size when there is one)."""
     if cfg.classifier in CLASSIFIERS:
         params = inspect.signature(CLASSIFIERS.get(cfg.classifier)).parameters
-        options = {k: v for k, v in classifier_options(cfg, seed, in_features).items() if k in params}
+        options = {k: v for k, v in classifier_options(cfg, seed, in_features, label_counts).items() if k in params}
     else:
         options = {}  # create_classifier raises the "did you mean" error
     classifier = create_classifier(cfg.classifier, in_features or cfg.embed_dim, num_labels, **options)
@@ -81,8 +87,9 @@ def init_bias_to_prior(classifier: nn.Module, positive_fraction: float) -> None:
 
 
 def build_model(cfg: ModelConfig, num_features: int, num_labels: int, seed: int,
-                positive_fraction: float = 0.5) -> XMCModel:
-    """``positive_fraction``: mean fraction of labels positive per training point (bias prior)."""
+                positive_fraction: float = 0.5, label_counts=None) -> XMCModel:
+    """``positive_fraction``: mean fraction of labels positive per training point (bias prior);
+    ``label_counts``: training positives per label (for classifiers that take them, e.g. head-tail)."""
     from bench.models.bow import BagOfWordsEncoder
 
     if cfg.encoder == "bow":
@@ -99,7 +106,7 @@ def build_model(cfg: ModelConfig, num_features: int, num_labels: int, seed: int,
         from bench.models.intermediate import IntermediateLayer
 
         intermediate = IntermediateLayer(d, cfg.intermediate, cfg.intermediate_activation, cfg.intermediate_dropout)
-    classifier = build_classifier(cfg, num_labels, seed, in_features=cfg.intermediate or d)
+    classifier = build_classifier(cfg, num_labels, seed, in_features=cfg.intermediate or d, label_counts=label_counts)
     if cfg.bias_init == "prior" and isinstance(getattr(classifier, "bias", None), torch.Tensor):
         init_bias_to_prior(classifier, positive_fraction)
     return XMCModel(encoder, classifier, intermediate)
