@@ -43,7 +43,7 @@ class Suite:
 # Sized to finish within ten minutes on a 2-core CPU (README has the measured time).
 DEFAULT_SUITE = Suite(
     name="default",
-    methods=("dense", "masked-static", "ffi-static", "ffi-set"),
+    methods=("dense", "masked-static", "ffi-static", "ffi-set", "ffi-set-aux", "ffi-set-intermediate"),
     num_labels=(1024, 4096, 16384),
     overrides={"data.num_train": 12000, "data.num_test": 3000, "train.epochs": 2},
 )

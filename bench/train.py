@@ -52,8 +52,9 @@ def make_optimizers(model, cfg: RunConfig) -> list[torch.optim.Optimizer]:
     t = cfg.train
     return [
         torch.optim.AdamW(model.dense_parameters(), lr=t.lr_encoder, weight_decay=t.weight_decay_encoder),
-        torch.optim.SGD(
-            model.classifier.parameters(), lr=t.lr_classifier, momentum=t.momentum,
+        torch.optim.SGD(  # the aux meta-classifier is an output layer too
+            [*model.classifier.parameters(), *(model.aux.parameters() if model.aux is not None else ())],
+            lr=t.lr_classifier, momentum=t.momentum,
             weight_decay=t.weight_decay_classifier,
         ),
     ]

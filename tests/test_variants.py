@@ -244,3 +244,18 @@ def test_encoder_gradient_norm_goes_to_wandb(tiny_overrides, tmp_path, monkeypat
     assert main(["run", "method=ffi-static", *tiny_overrides]) == 0
     steps = [s for s, v in logged if "train/encoder_grad_norm" in v]
     assert steps == list(range(1, 8))  # every step
+
+
+def test_meta_classifier_trains_with_the_classifier_sgd():
+    import numpy as np
+
+    from bench.models.meta import MetaClassifier
+
+    cfg = resolve(["model.embed_dim=16", "aux.scale=0.4"])
+    model = build_model(cfg.model, num_features=50, num_labels=30, seed=0)
+    model.aux = MetaClassifier(16, np.arange(30) % 3, 3)
+    adamw, sgd = make_optimizers(model, cfg)
+    in_sgd = {id(p) for g in sgd.param_groups for p in g["params"]}
+    assert {id(p) for p in model.aux.parameters()} <= in_sgd
+    assert not {id(p) for g in adamw.param_groups for p in g["params"]} & in_sgd
+    assert model.part_memory_bytes()["aux"]["optimizer"] == (16 * 3 + 3) * 4  # 1 slot: momentum

@@ -34,14 +34,16 @@ class XMCModel(nn.Module):
         return self.head_input(self.encoder(batch))
 
     def dense_parameters(self) -> list[nn.Parameter]:
-        """Parameters outside the classifier (encoder, intermediate, aux): the AdamW group."""
-        parts = [self.encoder] + [m for m in (self.intermediate, self.aux) if m is not None]
+        """Parameters of the encoder and the intermediate layer: the AdamW group. (The aux
+        meta-classifier is an output layer: it trains with the classifier's SGD.)"""
+        parts = [self.encoder] + ([self.intermediate] if self.intermediate is not None else [])
         return [p for part in parts for p in part.parameters()]
 
     def part_memory_bytes(self) -> dict[str, dict]:
-        """Analytic bytes of the optional parts present (AdamW: 2 optimiser slots)."""
-        return {name: getattr(self, name).memory_bytes(optimizer_slots=2)
-                for name in ("intermediate", "aux") if getattr(self, name, None) is not None}
+        """Analytic bytes of the optional parts present: intermediate (AdamW: 2 optimiser
+        slots), aux meta-classifier (SGD momentum: 1 slot)."""
+        return {name: getattr(self, name).memory_bytes(optimizer_slots=slots)
+                for name, slots in (("intermediate", 2), ("aux", 1)) if getattr(self, name, None) is not None}
 
     def forward(self, batch):  # -> logits [B, L]; training uses classifier.loss, inference .topk
         return self.classifier(self.features(batch))
