@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
+import threading
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,8 +151,19 @@ CHOICES = {
 }
 
 
+_FIELD_DOCS_LOCK = threading.Lock()
+
+
 def field_docs(cls=RunConfig, prefix: str = "") -> dict[str, tuple[str, Any, str]]:
-    """``{dotted key: (type name, default, comment)}`` for every leaf field."""
+    """``{dotted key: (type name, default, comment)}`` for every leaf field. Computed once:
+    ``inspect.getsource`` parses the module, and CPython 3.11's parser is not safe to run from
+    several threads at once (sweep workers resolve configs in threads)."""
+    with _FIELD_DOCS_LOCK:
+        return dict(_field_docs(cls, prefix))
+
+
+@functools.lru_cache(maxsize=None)
+def _field_docs(cls, prefix: str) -> dict[str, tuple[str, Any, str]]:
     import inspect
 
     comments = {}
@@ -164,7 +177,7 @@ def field_docs(cls=RunConfig, prefix: str = "") -> dict[str, tuple[str, Any, str
     for f in dataclasses.fields(cls):
         key = prefix + f.name
         if dataclasses.is_dataclass(hints[f.name]):
-            out.update(field_docs(hints[f.name], key + "."))
+            out.update(_field_docs(hints[f.name], key + "."))
         else:
             out[key] = (hints[f.name].__name__, getattr(default, f.name), comments.get(f.name, ""))
     return out
