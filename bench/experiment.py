@@ -77,7 +77,10 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
     tracker = Tracker(
         results_dir / RECORDS_FILE, cfg.tracking.wandb, cfg.tracking.wandb_dir or results_dir / "wandb",
         cfg.tracking.project, run_id, to_dict(cfg), group=group,
-        name=f"{cfg.method or cfg.model.classifier}-L{cfg.data.num_labels}-s{cfg.seed}",
+        # data.num_labels sizes synthetic data only; real datasets are named instead
+        name=(f"{cfg.method or cfg.model.classifier}-"
+              + (f"L{cfg.data.num_labels}" if cfg.data.name.startswith("synthetic") else cfg.data.name)
+              + f"-s{cfg.seed}"),
     )
     record = {
         "run_id": run_id,
