@@ -13,13 +13,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from bench.classifiers import FixedFanInClassifier, MaskedClassifier
 from bench.classifiers import fixed_fan_in as ffi_module
 from bench.errors import ConfigError, UnknownNameError
 from bench.registry import create_classifier, list_classifiers
 from bench.sparse import CSR, SparseTargets
+from helpers import MaxTensorSize
 
 D, L, B = 16, 50, 6
 SMALL_OPTIONS = {"masked": {"density": 0.3, "seed": 0}, "ffi": {"fan_in": 5, "seed": 0},
@@ -257,19 +257,6 @@ def test_ffi_bfloat16_values():
     assert clf.memory_bytes()["parameters"] == (L * 5 + L) * 2
     with pytest.raises(ConfigError, match="dtype"):
         create_classifier("ffi", D, L, fan_in=5, dtype="int8")
-
-
-class MaxTensorSize(TorchFunctionMode):
-    def __init__(self):
-        super().__init__()
-        self.max_numel = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.max_numel = max(self.max_numel, t.numel())
-        return out
 
 
 def test_ffi_init_never_builds_a_dense_weight(monkeypatch):

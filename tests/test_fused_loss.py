@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 from bench.classifiers.base import label_tensors
 from bench.registry import create_classifier, list_classifiers
 from bench.sparse import CSR, SparseTargets
+from helpers import MaxTensorSize
 
 D, L, B = 16, 50, 6
 SMALL_OPTIONS = {"masked": {"density": 0.3, "seed": 0}, "ffi": {"fan_in": 5, "seed": 0},
@@ -100,19 +100,6 @@ def test_label_tensors():
     assert sorted(label_tensors(make("dense"))) == ["bias", "weight"]
     assert sorted(label_tensors(make("masked"))) == ["bias", "mask", "weight"]
     assert sorted(label_tensors(make("ffi"))) == ["bias", "indices", "values"]
-
-
-class MaxTensorSize(TorchFunctionMode):
-    def __init__(self):
-        super().__init__()
-        self.max_numel = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.max_numel = max(self.max_numel, t.numel())
-        return out
 
 
 @pytest.mark.parametrize("name", ["dense", "ffi"])

@@ -56,6 +56,20 @@ def _zero_optimizer_state(optimizer, param: torch.Tensor, where: torch.Tensor, r
             value[rows].masked_fill_(where, 0)
 
 
+def _refill_slots(idx: torch.Tensor, drop: torch.Tensor, grow: torch.Tensor):
+    """Put the ``grow`` inputs (bool ``[R, d]``) into the ``drop`` slots (bool ``[R, k]``) of the
+    index rows ``idx [R, k]`` in place; returns the (rows, slots) that changed.
+
+    nonzero() lists both in row-major order and every row drops as many as it grows, so the
+    i-th freed slot takes the i-th grown input of the same row."""
+    slot_rows, slot_cols = drop.nonzero(as_tuple=True)
+    grow_rows, grow_cols = grow.nonzero(as_tuple=True)
+    if not torch.equal(slot_rows, grow_rows):
+        raise AssertionError("rewire must grow exactly as many inputs per row as it drops")
+    idx[slot_rows, slot_cols] = grow_cols.to(idx.dtype)
+    return slot_rows, slot_cols
+
+
 @register_connectivity(FixedFanInClassifier)
 class FixedFanInConnectivity:
     def __init__(self, clf: FixedFanInClassifier):
@@ -72,14 +86,7 @@ class FixedFanInConnectivity:
 
     @torch.no_grad()
     def replace(self, lo, hi, drop, grow, init, optimizer) -> None:
-        idx = self.clf.indices[lo:hi]  # [Lc, k]
-        # nonzero() lists both in row-major order and every row drops as many as it grows,
-        # so the i-th freed slot takes the i-th grown input of the same row.
-        slot_rows, slot_cols = drop.nonzero(as_tuple=True)
-        grow_rows, grow_cols = grow.nonzero(as_tuple=True)
-        if not torch.equal(slot_rows, grow_rows):
-            raise AssertionError("rewire must grow exactly as many inputs per label as it drops")
-        idx[slot_rows, slot_cols] = grow_cols.to(idx.dtype)
+        slot_rows, slot_cols = _refill_slots(self.clf.indices[lo:hi], drop, grow)
         self.clf.values[lo:hi][slot_rows, slot_cols] = init
         _zero_optimizer_state(optimizer, self.param, drop, slice(lo, hi))
 
@@ -150,12 +157,7 @@ class GroupFanInConnectivity:
 
     @torch.no_grad()
     def replace(self, lo, hi, drop, grow, init, optimizer) -> None:
-        idx = self.clf.group_indices[lo:hi]  # [Gc, k]
-        slot_rows, slot_cols = drop.nonzero(as_tuple=True)
-        grow_rows, grow_cols = grow.nonzero(as_tuple=True)
-        if not torch.equal(slot_rows, grow_rows):
-            raise AssertionError("rewire must grow exactly as many inputs per group as it drops")
-        idx[slot_rows, slot_cols] = grow_cols.to(idx.dtype)
+        slot_rows, slot_cols = _refill_slots(self.clf.group_indices[lo:hi], drop, grow)
         a, b = self._labels(lo, hi)
         label_drop = drop.repeat_interleave(self.g, dim=0)[: b - a]  # [n, k]: every label of the group
         self.clf.values[a:b].masked_fill_(label_drop, init)
