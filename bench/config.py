@@ -106,8 +106,8 @@ class TrainConfig:
 class EvalConfig:
     batch_size: int = 1024  # test batch size for streaming top-k evaluation
     max_k: int = 5  # metrics at k = 1, 3, 5 (those <= max_k)
-    propensity_a: float = 0.55  # Jain et al. propensity parameter A
-    propensity_b: float = 1.5  # Jain et al. propensity parameter B
+    propensity_a: float = 0.0  # Jain et al. propensity A; 0: the dataset card's value (0.55 without a card)
+    propensity_b: float = 0.0  # Jain et al. propensity B; 0: the dataset card's value (1.5 without a card)
     every_epoch: bool = True  # evaluate after every epoch (else only after the last)
 
 

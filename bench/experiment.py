@@ -61,6 +61,18 @@ def failure_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+def propensity_parameters(cfg: RunConfig, dataset_name: str) -> dict:
+    """Jain et al. A and B: the config's where set (non-zero), else the dataset card's (Amazon
+    0.6/2.6, Wikipedia 0.5/0.4, …), else the general 0.55/1.5."""
+    from bench.data.cards import load_card
+
+    card = (load_card(dataset_name) or {}).get("propensity") or {}
+    a = cfg.eval.propensity_a or card.get("A") or 0.55
+    b = cfg.eval.propensity_b or card.get("B") or 1.5
+    source = "config" if cfg.eval.propensity_a and cfg.eval.propensity_b else ("card" if card else "default")
+    return {"A": float(a), "B": float(b), "source": source}
+
+
 def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", sweep: str = "") -> dict:
     """Run ``cfg`` and return its record; ``group`` and ``sweep`` label the record (one
     invocation of a sweep, and the sweep's name)."""
@@ -103,9 +115,9 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
         if cfg.aux.scale > 0:
             model.aux, record["aux"] = build_aux(cfg, dataset, model.encoder.out_features)
         model = model.to(device)
-        inv_propensity = 1.0 / jain_propensity(
-            dataset.train_y.column_counts(), dataset.num_train, cfg.eval.propensity_a, cfg.eval.propensity_b
-        )
+        record["propensity"] = propensity_parameters(cfg, dataset.name)
+        inv_propensity = 1.0 / jain_propensity(dataset.train_y.column_counts(), dataset.num_train,
+                                               record["propensity"]["A"], record["propensity"]["B"])
         result = train(model, dataset, cfg, device, tracker, inv_propensity)
         record.update(
             status="ok",

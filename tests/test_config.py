@@ -73,3 +73,12 @@ def test_round_trip_and_hash():
 def test_every_field_is_documented():
     for key, (_, _, doc) in field_docs().items():
         assert doc, f"config field {key} has no comment"
+
+
+def test_propensity_parameters_come_from_config_then_card_then_default():
+    from bench.experiment import propensity_parameters
+
+    assert propensity_parameters(resolve([]), "synthetic") == {"A": 0.55, "B": 1.5, "source": "default"}
+    assert propensity_parameters(resolve([]), "amazon-670k") == {"A": 0.6, "B": 2.6, "source": "card"}
+    cfg = resolve(["eval.propensity_a=0.5", "eval.propensity_b=0.4"])
+    assert propensity_parameters(cfg, "amazon-670k") == {"A": 0.5, "B": 0.4, "source": "config"}
