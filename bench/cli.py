@@ -36,6 +36,14 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _write_report(out: Path, text: str, heading: str = "") -> None:
+    """Write a rendered table (under an optional heading) and show it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(heading + text)
+    print(text)
+    print(f"table written to {out}")
+
+
 def _run_suite(args) -> int:
     from bench.config import resolve
     from bench.report import render_report
@@ -45,12 +53,7 @@ def _run_suite(args) -> int:
         raise BenchError("--config without a method: name a method (method=NAME) in the file or on the line")
     group, records = run_suite(DEFAULT_SUITE, args.overrides)
     results_dir = resolve(DEFAULT_SUITE.expand(args.overrides)[0]).results_dir
-    text = render_report(results_dir, group=group)
-    out = Path(args.report)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"# Default suite\n\n{text}")
-    print(text)
-    print(f"table written to {out}")
+    _write_report(Path(args.report), render_report(results_dir, group=group), "# Default suite\n\n")
     failed = [r for r in records if r.get("status") != "ok"]
     return 1 if failed else 0
 
@@ -85,12 +88,8 @@ def cmd_sweep(args) -> int:
     print(f"sweep {spec.name}: {len(runs)} configurations, {skipped} already finished (skipped), "
           f"{len(records)} run, {sum(r.get('status') != 'ok' for r in records)} failed")
     results_dir = resolve(runs[0]).results_dir
-    text = render_report(results_dir, sweep=spec.name)
-    out = Path(args.report or f"reports/{spec.name}.md")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"# Sweep `{spec.name}`\n\n{spec.description}\n\n{text}")
-    print(text)
-    print(f"table written to {out}")
+    _write_report(Path(args.report or f"reports/{spec.name}.md"), render_report(results_dir, sweep=spec.name),
+                  f"# Sweep `{spec.name}`\n\n{spec.description}\n\n")
     return 1 if any(r.get("status") != "ok" for r in records) else 0
 
 
@@ -125,11 +124,7 @@ def cmd_report(args) -> int:
         text = leaderboard(load_frame(args.results, args.group, args.sweep), args.leaderboard)
     else:
         text = render_report(args.results, group=args.group, sweep=args.sweep, fmt=args.format)
-    out = Path(args.out or Path(DEFAULT_REPORT).with_suffix({"md": ".md", "latex": ".tex", "html": ".html"}[args.format]))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text)
-    print(f"written to {out}")
+    _write_report(Path(args.out or Path(DEFAULT_REPORT).with_suffix({"md": ".md", "latex": ".tex", "html": ".html"}[args.format])), text)
     if args.figures:
         from bench.figures import render_figures
         from bench.report import load_frame

@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.config import config_hash, resolve
 from bench.errors import BenchError
 from bench.experiment import new_run_id, run_experiment
-from bench.sweep import finished_hashes
+from bench.sweep import finished_hashes, unfinished
 
 
 def run_in_job(overrides: list[str], group: str, sweep: str) -> dict:
@@ -29,10 +29,8 @@ def submit_sweep(name: str, runs: list[list[str]], folder: str | Path, cluster: 
         import submitit
     except ImportError:
         raise BenchError("--executor submitit needs the submitit package: pip install submitit") from None
-    configs = [resolve(o) for o in runs]
     if skip_finished:
-        done = set().union(*(finished_hashes(d) for d in {c.results_dir for c in configs}))
-        runs = [o for o, c in zip(runs, configs) if config_hash(c) not in done]
+        runs = unfinished(runs, [resolve(o) for o in runs])
     if not runs:
         return [], []
     executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=cluster)

@@ -124,6 +124,12 @@ def finished_hashes(results_dir: str | Path) -> set[str]:
             if r.get("status") == "ok" and "config_hash" in r}
 
 
+def unfinished(runs: list[list[str]], configs: list) -> list[list[str]]:
+    """The override lists whose resolved config has no ``ok`` record in its results dir yet."""
+    done = set().union(*(finished_hashes(d) for d in {c.results_dir for c in configs}))
+    return [o for o, c in zip(runs, configs) if config_hash(c) not in done]
+
+
 def run_isolated(overrides: list[str], group: str, log_dir: Path, sweep: str = "") -> dict:
     """Run one configuration in a fresh Python process and return its record. A process that
     dies without writing one (killed, crashed interpreter) gets a failed record here."""
@@ -159,11 +165,7 @@ def run_configs(name: str, runs: list[list[str]], workers: int = 1, skip_finishe
                 out=None) -> tuple[str, list[dict], int]:
     """Run override lists as one sweep invocation; returns (group id, new records, skipped)."""
     configs = [resolve(o) for o in runs]  # a bad key fails here, before minutes are spent
-    if skip_finished:
-        done = set().union(*(finished_hashes(d) for d in {c.results_dir for c in configs}))
-        todo = [o for o, c in zip(runs, configs) if config_hash(c) not in done]
-    else:
-        todo = runs
+    todo = unfinished(runs, configs) if skip_finished else runs
     group = f"{name}-{new_run_id()}"
     records: list[dict] = []
     if not todo:
