@@ -1,5 +1,6 @@
 """Figures from run records (matplotlib, PNG + SVG): accuracy, memory and throughput against
-label-space size, accuracy against sparsity, training curves."""
+label-space size, accuracy against sparsity, training curves, and the encoder's gradient norm
+over training (the paper's gradient-flow figure)."""
 
 from __future__ import annotations
 
@@ -79,4 +80,30 @@ def render_figures(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     written += _save(fig, out_dir, "training_curves")
+    written += _gradient_flow(frame, out_dir)
     return written
+
+
+def _gradient_flow(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Encoder gradient norm against step at the largest label space, one line per method (the
+    mean over seeds where the runs share their logging steps; the latest run otherwise)."""
+    if "gradient_flow" not in frame:
+        return []
+    runs = frame[frame["gradient_flow"].map(lambda g: bool(g.get("steps")))]
+    if runs.empty:
+        return []
+    runs = runs[runs["labels"] == runs["labels"].max()]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, rows in runs.sort_values("finished_at").groupby("method"):
+        series = [(tuple(g["steps"]), g["encoder_grad_norm"]) for g in rows["gradient_flow"]]
+        steps = series[-1][0]
+        same = [norms for s, norms in series if s == steps]
+        mean = [sum(values) / len(values) for values in zip(*same)]
+        ax.plot(steps, mean, label=f"{method} (n={len(same)})" if len(same) > 1 else method)
+    ax.set_xlabel("step")
+    ax.set_ylabel("encoder gradient norm")
+    ax.set_yscale("log")
+    ax.set_title(f"gradient flow into the encoder, L={int(runs['labels'].max()):,}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, "encoder_grad_norm")

@@ -45,6 +45,7 @@ def records_frame(records) -> pd.DataFrame:
             "epoch_time_s": throughput.get("train_seconds", float("nan")) / max(1, len(epochs)),
             "wall_time_s": r.get("wall_time_s"),
             "epochs": epochs,
+            "gradient_flow": r.get("gradient_flow") or {},
         })
     return pd.DataFrame(rows)
 

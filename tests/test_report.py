@@ -15,6 +15,7 @@ def _record(method, labels, seed, p1, peak, finished="2026-01-01T00:00:00", stat
         "memory": {"peak_bytes": peak, "classifier": {"total": peak // 10}},
         "throughput": {"train_samples_per_s": 1000.0, "train_seconds": 10.0},
         "epochs": [{"epoch": 1, "step": 10, "metrics": {"P@1": p1 / 2}}, {"epoch": 2, "step": 20, "metrics": {"P@1": p1}}],
+        "gradient_flow": {"every": 10, "steps": [10, 20], "encoder_grad_norm": [p1, p1 / 2]},
     }
 
 
@@ -56,7 +57,7 @@ def test_figures_are_written(results, tmp_path):
     assert main(["report", "--results", str(results), "--out", str(tmp_path / "r.md"), "--figures", str(figures)]) == 0
     names = {p.name for p in figures.iterdir()}
     for stem in ("p1_vs_labels", "peak_memory_vs_labels", "classifier_memory_vs_labels", "throughput_vs_labels",
-                 "training_curves", "p1_vs_sparsity"):
+                 "training_curves", "p1_vs_sparsity", "encoder_grad_norm"):
         assert {f"{stem}.png", f"{stem}.svg"} <= names
     assert all(p.stat().st_size > 1000 for p in figures.iterdir())
 
