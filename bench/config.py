@@ -77,10 +77,12 @@ class DSTConfig:
 @dataclass(frozen=True)
 class AuxConfig:
     scale: float = 0.0  # α at the start: weight of the meta-classifier loss in (1 − α)·main + α·meta (0: no aux branch)
-    cutoff: float = 0.5  # fraction of training at which α reaches 0; after it the branch is off (not computed)
+    cutoff: float = 0.5  # when α reaches 0, in aux.cutoff_unit; after it the branch is off (not computed)
+    cutoff_unit: str = "fraction"  # unit of aux.cutoff: fraction (of all training steps) | epochs
     schedule: str = "cosine"  # how α decays from scale to 0 at cutoff: cosine (the paper) | linear | constant
     num_clusters: int = 0  # label clusters C the meta-classifier predicts (0: about L / 64, the paper's cluster size)
-    cluster_dim: int = 64  # random projection dimension of the label centroids used for clustering
+    centroids: str = "tfidf"  # label centroid for clustering: tfidf (mean projected TF-IDF) | encoder (mean encoder feature at init)
+    cluster_dim: int = 64  # random projection dimension of the TF-IDF label centroids used for clustering
     cluster_iters: int = 8  # balanced 2-means rounds per bisection of the label clustering
     cache: bool = True  # keep the clustering in the dataset cache (data.cache_dir) and reuse it
 
@@ -147,6 +149,8 @@ CHOICES = {
     "dst.prune": ("fraction", "threshold"),
     "dst.decay": ("cosine", "constant"),
     "aux.schedule": ("cosine", "linear", "constant"),
+    "aux.cutoff_unit": ("fraction", "epochs"),
+    "aux.centroids": ("tfidf", "encoder"),
     "tracking.wandb": ("offline", "online", "disabled"),
 }
 
@@ -317,8 +321,10 @@ def check(cfg: RunConfig) -> None:
             raise ConfigError(f"config key 'model.{key}' must be >= 0, got {getattr(cfg.model, key)}")
     if not 0.0 <= cfg.aux.scale <= 1.0:
         raise ConfigError(f"config key 'aux.scale' must be in [0, 1], got {cfg.aux.scale}")
-    if not 0.0 < cfg.aux.cutoff <= 1.0:
+    if cfg.aux.cutoff_unit == "fraction" and not 0.0 < cfg.aux.cutoff <= 1.0:
         raise ConfigError(f"config key 'aux.cutoff' must be in (0, 1] (a fraction of training), got {cfg.aux.cutoff}")
+    if cfg.aux.cutoff_unit == "epochs" and not cfg.aux.cutoff > 0:
+        raise ConfigError(f"config key 'aux.cutoff' must be > 0 (epochs), got {cfg.aux.cutoff}")
     for key in ("num_clusters", "cluster_dim", "cluster_iters"):
         if getattr(cfg.aux, key) < (0 if key == "num_clusters" else 1):
             raise ConfigError(f"config key 'aux.{key}' must be {'>= 0' if key == 'num_clusters' else 'positive'}, "

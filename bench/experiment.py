@@ -38,19 +38,37 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_aux(cfg: RunConfig, dataset, in_features: int):
+def build_aux(cfg: RunConfig, dataset, model, device):
     """The meta-classifier and what the record says about it (clusters, their build time)."""
     from bench.data.clusters import default_num_clusters, label_clusters
     from bench.models.meta import MetaClassifier
 
     t0 = time.perf_counter()
     num_clusters = cfg.aux.num_clusters or default_num_clusters(dataset.num_labels)
+    features = None
+    if cfg.aux.centroids == "encoder":
+        source = {"model": to_dict(cfg.model), "seed": cfg.seed}  # the encoder as initialised
+        features = (encoder_features(model, dataset, cfg, device), source)
     clusters, cached = label_clusters(dataset, cfg.data, num_clusters, cfg.aux.cluster_dim, cfg.aux.cluster_iters,
-                                      use_cache=cfg.aux.cache)
+                                      use_cache=cfg.aux.cache, features=features)
     sizes = np.bincount(clusters, minlength=num_clusters)
     info = {"num_clusters": num_clusters, "cluster_size_min": int(sizes.min()), "cluster_size_max": int(sizes.max()),
-            "clusters_from_cache": cached, "cluster_seconds": time.perf_counter() - t0}
-    return MetaClassifier(in_features, clusters, num_clusters), info
+            "centroids": cfg.aux.centroids, "clusters_from_cache": cached,
+            "cluster_seconds": time.perf_counter() - t0}
+    return MetaClassifier(model.encoder.out_features, clusters, num_clusters), info
+
+
+@torch.no_grad()
+def encoder_features(model, dataset, cfg: RunConfig, device) -> torch.Tensor:
+    """``[N, d]`` encoder output of every training point (eval mode: no dropout, no RNG used)."""
+    from bench.data.loader import iterate_batches
+
+    model.eval()
+    parts = [model.encoder(batch.to(device)).float().cpu()
+             for batch in iterate_batches(dataset.train_x, dataset.train_y, cfg.eval.batch_size, shuffle=False,
+                                          texts=dataset.train_text)]
+    model.train()
+    return torch.cat(parts)
 
 
 def failure_reason(err: BaseException) -> str:
@@ -112,9 +130,10 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
         positive_fraction = dataset.train_y.nnz / max(1, dataset.num_train * dataset.num_labels)
         model = build_model(cfg.model, dataset.num_features, dataset.num_labels, cfg.seed,
                             positive_fraction, label_counts=dataset.train_y.column_counts())
-        if cfg.aux.scale > 0:
-            model.aux, record["aux"] = build_aux(cfg, dataset, model.encoder.out_features)
         model = model.to(device)
+        if cfg.aux.scale > 0:
+            aux, record["aux"] = build_aux(cfg, dataset, model, device)
+            model.aux = aux.to(device)
         record["propensity"] = propensity_parameters(cfg, dataset.name)
         inv_propensity = 1.0 / jain_propensity(dataset.train_y.column_counts(), dataset.num_train,
                                                record["propensity"]["A"], record["propensity"]["B"])

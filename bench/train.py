@@ -87,6 +87,13 @@ def aux_weight(step: int, steps_total: int, scale: float, cutoff: float, schedul
     return scale
 
 
+def aux_cutoff_fraction(aux, steps_total: int, steps_per_epoch: int) -> float:
+    """``aux.cutoff`` as a fraction of all training steps (it may be given in epochs)."""
+    if aux.cutoff_unit == "epochs":
+        return aux.cutoff * steps_per_epoch / max(1, steps_total)
+    return aux.cutoff
+
+
 @torch.no_grad()
 def grad_norm(module) -> float:
     """L2 norm of all of ``module``'s parameter gradients together (0 when none has one)."""
@@ -143,6 +150,7 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
     optimizers = make_optimizers(model, cfg)
     rewirer = make_rewirer(model, cfg, steps_total, optimizers[1])
     schedule = warmup_cosine(steps_total, cfg.train.warmup_steps)
+    aux_cutoff = aux_cutoff_fraction(cfg.aux, steps_total, num_batches(dataset.num_train, cfg.train.batch_size, False))
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
     shuffle_rng = np.random.default_rng(cfg.seed)
     result = TrainResult()
@@ -160,7 +168,7 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                 h = model.head_input(z)  # [B, d], or [B, m] after an intermediate layer
                 loss = model.classifier.loss(h, batch.targets, fused=cfg.train.fused_loss)
                 alpha = 0.0 if model.aux is None else aux_weight(
-                    result.steps, steps_total, cfg.aux.scale, cfg.aux.cutoff, cfg.aux.schedule)
+                    result.steps, steps_total, cfg.aux.scale, aux_cutoff, cfg.aux.schedule)
                 main_loss = loss
                 if alpha > 0:  # after the cutoff the branch costs nothing
                     with aux_watch:

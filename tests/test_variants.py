@@ -201,6 +201,45 @@ def test_aux_run_records_branch_and_reuses_cached_clusters(method, tiny_override
     assert list((tmp_path / "cache" / "clusters").glob("synthetic-C8-*.npy"))
 
 
+def test_aux_cutoff_in_epochs(tiny_overrides, tmp_path):
+    from bench.train import aux_cutoff_fraction
+
+    assert aux_cutoff_fraction(resolve(["aux.cutoff=1.5", "aux.cutoff_unit=epochs"]).aux, 70, 7) == pytest.approx(0.15)
+    assert aux_cutoff_fraction(resolve(["aux.cutoff=0.3"]).aux, 70, 7) == 0.3
+    assert main(["run", "method=ffi-set-aux", *tiny_overrides, "aux.num_clusters=8", "train.epochs=3",
+                 "aux.cutoff=1", "aux.cutoff_unit=epochs"]) == 0
+    (record,) = _records(tmp_path)
+    assert record["steps"] == 3 * 7  # 400 points, batches of 64
+    assert record["aux"]["active_steps"] == 7  # on for exactly the first epoch
+
+
+def test_mean_feature_per_label_by_hand():
+    import numpy as np
+
+    from bench.data.clusters import mean_feature_per_label
+    from bench.sparse import CSR
+
+    y = CSR(np.array([0, 2, 3, 3]), np.array([0, 1, 1]), None, 3)  # point 0: labels 0, 1; point 1: 1
+    features = torch.tensor([[3.0, 0.0], [0.0, 4.0], [9.0, 9.0]])
+    centroids = mean_feature_per_label(features, y)
+    np.testing.assert_allclose(centroids, [[1, 0], [0.6, 0.8], [0, 0]], atol=1e-6)  # label 2: no points
+
+
+def test_encoder_feature_centroids(tiny_overrides, tmp_path):
+    base = ["run", "method=ffi-set-aux", *tiny_overrides, "aux.num_clusters=8", "aux.centroids=encoder"]
+    for seed in (0, 0, 1):
+        assert main([*base, f"seed={seed}"]) == 0
+    records = _records(tmp_path)
+    for record in records:
+        aux = record["aux"]
+        assert record["status"] == "ok" and aux["centroids"] == "encoder"
+        assert aux["cluster_size_min"] == aux["cluster_size_max"] == 8
+    # the features of the encoder as initialised key the cache: same seed reuses it, another does not
+    assert [r["aux"]["clusters_from_cache"] for r in records] == [False, True, False]
+    assert main(["run", "method=ffi-set-aux", *tiny_overrides, "aux.num_clusters=8"]) == 0
+    assert not _records(tmp_path)[-1]["aux"]["clusters_from_cache"]  # TF-IDF centroids: a cache of their own
+
+
 def test_aux_branch_changes_training_only_while_on(tiny_overrides, tmp_path):
     base = [*tiny_overrides, "method=ffi-static", "aux.num_clusters=4"]
     assert main(["run", *base]) == 0

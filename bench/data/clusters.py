@@ -4,7 +4,9 @@
    never built: the features are first reduced by a fixed random Gaussian projection
    ``R [V, dim]`` (seeded), one sparse-dense product ``X R`` ``[N, dim]``, and each label sums
    the projected rows of its points: ``C = Yᵀ (X R)`` ``[L, dim]``, rows L2-normalised
-   (spherical: only the direction matters).
+   (spherical: only the direction matters). Or (``aux.centroids=encoder``) the same mean over
+   the encoder's features of the points, as initialised — meaningful with a pretrained
+   transformer, whose features already place related texts together.
 2. **Balanced spherical clustering** by recursive bisection: a node holding the labels of
    ``c`` final clusters splits into ``c // 2`` and ``c - c // 2`` clusters with a balanced
    2-means (labels sorted by ``cos(x, μ₀) − cos(x, μ₁)``, the first ``n_left`` go left, centres
@@ -34,9 +36,8 @@ FORMAT_VERSION = 1
 LABEL_ENTRY_CHUNK = 1 << 20  # (point, label) pairs gathered at a time: [chunk, dim] floats
 
 
-def label_centroids(x: CSR, y: CSR, dim: int = 64, seed: int = 0) -> np.ndarray:
-    """``[L, dim]`` float32: unit-length projected centroid of each label's training points
-    (a zero row for a label without training points)."""
+def tfidf_projection(x: CSR, dim: int = 64, seed: int = 0) -> torch.Tensor:
+    """``[N, dim]``: the TF-IDF rows times a fixed seeded Gaussian projection ``R [V, dim]``."""
     generator = torch.Generator().manual_seed(seed)
     projection = torch.randn(x.num_cols, dim, generator=generator) / dim**0.5  # [V, dim]
     values = torch.ones(x.nnz) if x.data is None else torch.from_numpy(np.asarray(x.data, np.float32))
@@ -45,15 +46,25 @@ def label_centroids(x: CSR, y: CSR, dim: int = 64, seed: int = 0) -> np.ndarray:
         features = torch.sparse_csr_tensor(torch.from_numpy(np.asarray(x.indptr, np.int64)),
                                            torch.from_numpy(np.asarray(x.indices, np.int64)), values,
                                            size=x.shape, check_invariants=False)  # validated by XMCDataset
-        projected = features @ projection  # [N, dim]
+        return features @ projection
+
+
+def mean_feature_per_label(features: torch.Tensor, y: CSR) -> np.ndarray:
+    """``[L, D]`` float32: unit-length sum (so: direction of the mean) of the feature rows of each
+    label's training points (a zero row for a label without training points)."""
     label_ids = torch.from_numpy(np.asarray(y.indices, np.int64))  # [nnz_y]
     point_ids = torch.repeat_interleave(torch.arange(y.num_rows), torch.from_numpy(y.row_lengths()))
-    centroids = torch.zeros(y.num_cols, dim)
+    centroids = torch.zeros(y.num_cols, features.shape[1])
+    features = features.float().cpu()
     for lo in range(0, len(label_ids), LABEL_ENTRY_CHUNK):
         hi = lo + LABEL_ENTRY_CHUNK
-        centroids.index_add_(0, label_ids[lo:hi], projected[point_ids[lo:hi]])
-    centroids = torch.nn.functional.normalize(centroids, dim=1)
-    return centroids.numpy()
+        centroids.index_add_(0, label_ids[lo:hi], features[point_ids[lo:hi]])
+    return torch.nn.functional.normalize(centroids, dim=1).numpy()
+
+
+def label_centroids(x: CSR, y: CSR, dim: int = 64, seed: int = 0) -> np.ndarray:
+    """``[L, dim]`` float32: unit-length projected TF-IDF centroid of each label's training points."""
+    return mean_feature_per_label(tfidf_projection(x, dim, seed), y)
 
 
 def balanced_sizes(num_labels: int, num_clusters: int) -> np.ndarray:
@@ -101,25 +112,32 @@ def default_num_clusters(num_labels: int, labels_per_cluster: int = 64) -> int:
     return min(num_labels, max(2, round(num_labels / labels_per_cluster)))
 
 
-def cluster_cache_file(data_cfg: DataConfig, num_clusters: int, dim: int, iters: int) -> Path:
+def cluster_cache_file(data_cfg: DataConfig, num_clusters: int, dim: int, iters: int, source=None) -> Path:
     from bench.data.cache import cache_key, cache_root
 
     key = {"data": cache_key(data_cfg), "num_clusters": num_clusters, "dim": dim, "iters": iters,
            "version": FORMAT_VERSION}
+    if source is not None:  # encoder-feature centroids: whatever determines the features
+        key["centroids"] = source
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return cache_root(data_cfg) / "clusters" / f"{data_cfg.name}-C{num_clusters}-{digest}.npy"
 
 
 def label_clusters(dataset, data_cfg: DataConfig, num_clusters: int, dim: int = 64, iters: int = 8,
-                   use_cache: bool = True) -> tuple[np.ndarray, bool]:
-    """(``[L]`` int32 cluster of each label, whether it came from the cache). Seeded by
-    ``data.seed`` so every run seed of a dataset shares one clustering (and one cache file)."""
-    path = cluster_cache_file(data_cfg, num_clusters, dim, iters)
+                   use_cache: bool = True, features=None) -> tuple[np.ndarray, bool]:
+    """(``[L]`` int32 cluster of each label, whether it came from the cache). Centroids from the
+    projected TF-IDF features, or from ``features`` = (``[N, D]`` training-point features, a
+    JSON-able description of where they come from, which keys the cache). Seeded by
+    ``data.seed`` so every run seed of a dataset shares one TF-IDF clustering (and cache file)."""
+    path = cluster_cache_file(data_cfg, num_clusters, dim, iters, None if features is None else features[1])
     if use_cache and path.exists():
         clusters = np.load(path)
         if clusters.shape == (dataset.num_labels,):
             return clusters, True
-    centroids = label_centroids(dataset.train_x, dataset.train_y, dim=dim, seed=data_cfg.seed)
+    if features is None:
+        centroids = label_centroids(dataset.train_x, dataset.train_y, dim=dim, seed=data_cfg.seed)
+    else:
+        centroids = mean_feature_per_label(features[0], dataset.train_y)
     clusters = balanced_clusters(centroids, num_clusters, iters=iters, seed=data_cfg.seed)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
