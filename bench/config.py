@@ -51,7 +51,8 @@ class ModelConfig:
     density: float = 0.0  # masked classifier density; 0 means fan_in / embed_dim (same sparsity as ffi)
     rank: int = 0  # dense-bottleneck: rank r of d → r → L (0: chosen to match the memory of ffi with match_fan_in)
     match_fan_in: int = 0  # dense-bottleneck: fan-in k of the ffi layer whose classifier memory r matches (0: model.fan_in)
-    group_size: int = 32  # ffi-group: labels per group sharing one set of k inputs (contiguous label ids)
+    group_size: int = 32  # ffi-group: labels per group sharing one set of k inputs
+    group_order: str = "contiguous"  # ffi-group: groups of contiguous label ids | cluster (labels renumbered so each group is a label cluster)
     head_labels: int = 0  # head-tail: labels in the dense head, the most frequent (0: chosen by head_fraction)
     head_fraction: float = 0.5  # head-tail: the head is the fewest most frequent labels holding this fraction of training positives
     label_chunk: int = 16384  # labels per slice in streaming top-k inference
@@ -150,6 +151,7 @@ CHOICES = {
     "dst.decay": ("cosine", "constant"),
     "aux.schedule": ("cosine", "linear", "constant"),
     "aux.cutoff_unit": ("fraction", "epochs"),
+    "model.group_order": ("contiguous", "cluster"),
     "aux.centroids": ("tfidf", "encoder"),
     "tracking.wandb": ("offline", "online", "disabled"),
 }
@@ -321,6 +323,9 @@ def check(cfg: RunConfig) -> None:
             raise ConfigError(f"config key 'model.{key}' must be >= 0, got {getattr(cfg.model, key)}")
     if not 0.0 <= cfg.aux.scale <= 1.0:
         raise ConfigError(f"config key 'aux.scale' must be in [0, 1], got {cfg.aux.scale}")
+    if cfg.model.group_order == "cluster" and cfg.model.classifier != "ffi-group":
+        raise ConfigError(f"config key 'model.group_order' is 'cluster', which needs model.classifier=ffi-group, "
+                          f"got {cfg.model.classifier!r}")
     if cfg.aux.cutoff_unit == "fraction" and not 0.0 < cfg.aux.cutoff <= 1.0:
         raise ConfigError(f"config key 'aux.cutoff' must be in (0, 1] (a fraction of training), got {cfg.aux.cutoff}")
     if cfg.aux.cutoff_unit == "epochs" and not cfg.aux.cutoff > 0:

@@ -58,6 +58,17 @@ def build_aux(cfg: RunConfig, dataset, model, device):
     return MetaClassifier(model.encoder.out_features, clusters, num_clusters), info
 
 
+def cluster_groups(cfg: RunConfig, dataset):
+    """The dataset with its labels renumbered cluster by cluster, so that ``ffi-group``'s groups of
+    ``model.group_size`` contiguous ids are label clusters; and what the record says about it."""
+    from bench.data.clusters import cluster_label_order
+
+    t0 = time.perf_counter()
+    new_id, how, cached = cluster_label_order(dataset, cfg.data, cfg.model.group_size, cfg.aux.cluster_dim,
+                                              cfg.aux.cluster_iters, use_cache=cfg.aux.cache)
+    return dataset.relabel(new_id, how), {**how, "clusters_from_cache": cached, "seconds": time.perf_counter() - t0}
+
+
 @torch.no_grad()
 def encoder_features(model, dataset, cfg: RunConfig, device) -> torch.Tensor:
     """``[N, d]`` encoder output of every training point (eval mode: no dropout, no RNG used)."""
@@ -125,6 +136,8 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
     }
     try:
         dataset = load_dataset(cfg.data)
+        if cfg.model.group_order == "cluster":
+            dataset, record["label_order"] = cluster_groups(cfg, dataset)
         record["dataset"] = {"name": dataset.name, **dataset.stats()}
         record["num_labels"] = dataset.num_labels
         positive_fraction = dataset.train_y.nnz / max(1, dataset.num_train * dataset.num_labels)

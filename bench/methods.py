@@ -47,6 +47,9 @@ register_method("spartex",
 register_method("ffi-group-set",
                 "fixed fan-in with inputs shared by groups of model.group_size labels (indices [L/g, k]), groups rewired with SET",
                 **{"model.classifier": "ffi-group", **_SET})
+register_method("ffi-group-cluster-set",
+                "ffi-group-set whose groups are label clusters (labels renumbered by the aux branch's clustering, groups of exactly g)",
+                **{"model.classifier": "ffi-group", "model.group_order": "cluster", **_SET})
 register_method("head-tail-set",
                 "dense head for the most frequent labels (model.head_labels or model.head_fraction of positives), "
                 "ffi tail rewired with SET",

@@ -54,6 +54,14 @@ class CSR:
         pos = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
         return CSR(indptr, self.indices[pos], None if self.data is None else self.data[pos], self.num_cols)
 
+    def relabel_columns(self, new_id: np.ndarray) -> "CSR":
+        """The same matrix with column ``c`` renamed ``new_id[c]`` (a permutation), ids kept
+        sorted within each row."""
+        rows = np.repeat(np.arange(self.num_rows), self.row_lengths())
+        columns = np.asarray(new_id, np.int64)[self.indices]
+        order = np.lexsort((columns, rows))  # by row, then by new column id
+        return CSR(self.indptr.copy(), columns[order], None if self.data is None else self.data[order], self.num_cols)
+
     def column_counts(self) -> np.ndarray:
         """Number of rows in which each column is present: label frequencies for a label matrix."""
         return np.bincount(self.indices, minlength=self.num_cols).astype(np.int64)

@@ -166,3 +166,47 @@ def test_kernels_benchmark_times_group_rows(tmp_path):
                        layers=["dense", "ffi-group"], out_dir=tmp_path, log=lambda s: None)
     assert [r.layer for r in rows] == ["dense", "ffi-group/g8", "ffi-group/g32", "ffi-group/g128"]
     assert all(r.fwdbwd_ms > 0 and r.vs_dense_fwdbwd for r in rows)
+
+
+# --- groups from label clusters ----------------------------------------------------------------
+
+
+def test_relabel_columns_is_a_renaming():
+    rng = np.random.default_rng(0)
+    y = CSR.from_dense((rng.random((30, 11)) < 0.3).astype(np.float32), binary=True)
+    new_id = rng.permutation(11)
+    renamed = y.relabel_columns(new_id)
+    np.testing.assert_array_equal(renamed.to_dense()[:, new_id], y.to_dense())
+    for i in range(renamed.num_rows):  # ids stay sorted within rows
+        assert np.all(np.diff(renamed.row(i)) > 0)
+
+
+def test_cluster_groups_have_exactly_g_labels_and_the_run_renames_labels(tiny_overrides, tmp_path):
+    from bench.cli import main
+    from bench.config import resolve
+    from bench.data.catalog import load_dataset
+    from bench.data.clusters import cluster_label_order, group_sizes
+    from bench.tracking import read_records
+
+    assert group_sizes(70, 16).tolist() == [16, 16, 16, 16, 6]
+    cfg = resolve([*tiny_overrides, "method=ffi-group-cluster-set", "model.group_size=16", "data.num_labels=70"])
+    dataset = load_dataset(cfg.data)
+    new_id, how, _ = cluster_label_order(dataset, cfg.data, 16, use_cache=False)
+    assert sorted(new_id.tolist()) == list(range(70)) and how["by"] == "cluster"
+    relabelled = dataset.relabel(new_id, how)
+    np.testing.assert_array_equal(relabelled.test_y.to_dense()[:, new_id], dataset.test_y.to_dense())
+    assert relabelled.train_y.nnz == dataset.train_y.nnz and relabelled.meta["label_order"] == how
+
+    assert main(["run", *tiny_overrides, "method=ffi-group-cluster-set", "model.group_size=16",
+                 "data.num_labels=70"]) == 0
+    (record,) = read_records(tmp_path / "results" / "runs.jsonl")
+    assert record["status"] == "ok" and record["label_order"]["group_size"] == 16
+    assert 0 < record["metrics"]["P@1"] <= 1
+
+
+def test_cluster_groups_need_the_group_classifier():
+    from bench.config import resolve
+    from bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="group_order"):
+        resolve(["method=ffi-set", "model.group_order=cluster"])

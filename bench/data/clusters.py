@@ -74,13 +74,22 @@ def balanced_sizes(num_labels: int, num_clusters: int) -> np.ndarray:
     return sizes
 
 
-def balanced_clusters(vectors: np.ndarray, num_clusters: int, iters: int = 8, seed: int = 0) -> np.ndarray:
-    """``[L]`` int32 cluster id of each row of ``vectors`` (unit rows), sizes from ``balanced_sizes``."""
+def group_sizes(num_labels: int, group_size: int) -> np.ndarray:
+    """Exactly ``group_size`` labels per cluster, the last cluster the remainder."""
+    sizes = np.full(-(-num_labels // group_size), group_size, np.int64)
+    sizes[-1] = num_labels - group_size * (len(sizes) - 1)
+    return sizes
+
+
+def balanced_clusters(vectors: np.ndarray, num_clusters: int, iters: int = 8, seed: int = 0,
+                      sizes: np.ndarray | None = None) -> np.ndarray:
+    """``[L]`` int32 cluster id of each row of ``vectors`` (unit rows), sizes from ``balanced_sizes``
+    unless given (``sizes [num_clusters]``, summing to L)."""
     num_labels = len(vectors)
     if not 1 <= num_clusters <= num_labels:
         raise ConfigError(f"aux.num_clusters must be in [1, {num_labels}] (the number of labels), got {num_clusters}")
     rng = np.random.default_rng(seed)
-    sizes = balanced_sizes(num_labels, num_clusters)
+    sizes = balanced_sizes(num_labels, num_clusters) if sizes is None else np.asarray(sizes, np.int64)
     out = np.empty(num_labels, np.int32)
     stack = [(np.arange(num_labels), 0, num_clusters)]  # (label ids, first cluster id, clusters)
     while stack:
@@ -112,24 +121,30 @@ def default_num_clusters(num_labels: int, labels_per_cluster: int = 64) -> int:
     return min(num_labels, max(2, round(num_labels / labels_per_cluster)))
 
 
-def cluster_cache_file(data_cfg: DataConfig, num_clusters: int, dim: int, iters: int, source=None) -> Path:
+def cluster_cache_file(data_cfg: DataConfig, num_clusters: int, dim: int, iters: int, source=None,
+                       extra=None) -> Path:
     from bench.data.cache import cache_key, cache_root
 
     key = {"data": cache_key(data_cfg), "num_clusters": num_clusters, "dim": dim, "iters": iters,
            "version": FORMAT_VERSION}
     if source is not None:  # encoder-feature centroids: whatever determines the features
         key["centroids"] = source
+    if extra:  # exact group sizes; a relabelled dataset (its label ids are not the files')
+        key["extra"] = extra
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return cache_root(data_cfg) / "clusters" / f"{data_cfg.name}-C{num_clusters}-{digest}.npy"
 
 
 def label_clusters(dataset, data_cfg: DataConfig, num_clusters: int, dim: int = 64, iters: int = 8,
-                   use_cache: bool = True, features=None) -> tuple[np.ndarray, bool]:
+                   use_cache: bool = True, features=None, group_size: int = 0) -> tuple[np.ndarray, bool]:
     """(``[L]`` int32 cluster of each label, whether it came from the cache). Centroids from the
     projected TF-IDF features, or from ``features`` = (``[N, D]`` training-point features, a
-    JSON-able description of where they come from, which keys the cache). Seeded by
+    JSON-able description of where they come from, which keys the cache). Cluster sizes are
+    balanced, or exactly ``group_size`` (the last the remainder) when it is set. Seeded by
     ``data.seed`` so every run seed of a dataset shares one TF-IDF clustering (and cache file)."""
-    path = cluster_cache_file(data_cfg, num_clusters, dim, iters, None if features is None else features[1])
+    extra = {"group_size": group_size, "label_order": dataset.meta.get("label_order")}
+    path = cluster_cache_file(data_cfg, num_clusters, dim, iters, None if features is None else features[1],
+                              {k: v for k, v in extra.items() if v})
     if use_cache and path.exists():
         clusters = np.load(path)
         if clusters.shape == (dataset.num_labels,):
@@ -138,7 +153,8 @@ def label_clusters(dataset, data_cfg: DataConfig, num_clusters: int, dim: int = 
         centroids = label_centroids(dataset.train_x, dataset.train_y, dim=dim, seed=data_cfg.seed)
     else:
         centroids = mean_feature_per_label(features[0], dataset.train_y)
-    clusters = balanced_clusters(centroids, num_clusters, iters=iters, seed=data_cfg.seed)
+    sizes = group_sizes(dataset.num_labels, group_size) if group_size else None
+    clusters = balanced_clusters(centroids, num_clusters, iters=iters, seed=data_cfg.seed, sizes=sizes)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
@@ -146,3 +162,16 @@ def label_clusters(dataset, data_cfg: DataConfig, num_clusters: int, dim: int = 
             np.save(fh, clusters)
         os.replace(tmp, path)  # atomic: concurrent runs never read half a file
     return clusters, False
+
+
+def cluster_label_order(dataset, data_cfg: DataConfig, group_size: int, dim: int = 64, iters: int = 8,
+                        use_cache: bool = True) -> tuple[np.ndarray, dict, bool]:
+    """``new_id [L]`` that numbers labels cluster by cluster, clusters of exactly ``group_size``
+    labels (the same TF-IDF centroids and balanced bisection as the aux branch), so that
+    ``ffi-group``'s contiguous groups are label clusters; how it was made; whether the clustering
+    came from the cache."""
+    num_groups = -(-dataset.num_labels // group_size)
+    clusters, cached = label_clusters(dataset, data_cfg, num_groups, dim, iters, use_cache, group_size=group_size)
+    new_id = np.empty(dataset.num_labels, np.int64)
+    new_id[np.argsort(clusters, kind="stable")] = np.arange(dataset.num_labels)
+    return new_id, {"by": "cluster", "group_size": group_size, "dim": dim, "iters": iters}, cached

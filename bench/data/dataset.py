@@ -7,6 +7,7 @@ same for the test split.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +71,19 @@ class XMCDataset:
                 raise BenchError(f"{where}: test_filter has shape {self.test_filter.shape}, expected {self.test_y.shape}")
             _check_csr(self.test_filter, f"{where}: test_filter")
         return self
+
+    def relabel(self, new_id: np.ndarray, how: dict) -> "XMCDataset":
+        """The dataset with label ``l`` renamed ``new_id[l]`` (a permutation) in every label
+        matrix. Ranking metrics do not depend on label names, so a run on the renamed dataset
+        measures the same task; ``how`` (JSON-able) is kept in ``meta["label_order"]``."""
+        new_id = np.asarray(new_id, np.int64)
+        if new_id.shape != (self.num_labels,) or not np.array_equal(np.sort(new_id), np.arange(self.num_labels)):
+            raise BenchError(f"dataset {self.name!r}: a relabelling must be a permutation of its "
+                             f"{self.num_labels} label ids")
+        filtered = None if self.test_filter is None else self.test_filter.relabel_columns(new_id)
+        return dataclasses.replace(self, train_y=self.train_y.relabel_columns(new_id),
+                                   test_y=self.test_y.relabel_columns(new_id), test_filter=filtered,
+                                   meta={**self.meta, "label_order": how})
 
     def stats(self) -> dict:
         """Sizes and label-frequency statistics of the training split (plain JSON-able numbers)."""
