@@ -19,7 +19,7 @@ from bench.config import RunConfig, config_hash, to_dict
 from bench.data.catalog import load_dataset
 from bench.data.propensity import jain_propensity
 from bench.measure import PeakMemory, environment
-from bench.models.xmc import build_model
+from bench.models.xmc import build_model, init_bias_to_prior
 from bench.tracking import RECORDS_FILE, Tracker
 from bench.train import NonFiniteLoss, train
 
@@ -55,7 +55,10 @@ def build_aux(cfg: RunConfig, dataset, model, device):
     info = {"num_clusters": num_clusters, "cluster_size_min": int(sizes.min()), "cluster_size_max": int(sizes.max()),
             "centroids": cfg.aux.centroids, "clusters_from_cache": cached,
             "cluster_seconds": time.perf_counter() - t0}
-    return MetaClassifier(model.encoder.out_features, clusters, num_clusters), info
+    meta = MetaClassifier(model.encoder.out_features, clusters, num_clusters)
+    if cfg.model.bias_init == "prior":
+        init_bias_to_prior(meta.linear, meta.cluster_positive_fraction(dataset.train_y))
+    return meta, info
 
 
 def cluster_groups(cfg: RunConfig, dataset):

@@ -298,3 +298,33 @@ def test_meta_classifier_trains_with_the_classifier_sgd():
     assert {id(p) for p in model.aux.parameters()} <= in_sgd
     assert not {id(p) for g in adamw.param_groups for p in g["params"]} & in_sgd
     assert model.part_memory_bytes()["aux"]["optimizer"] == (16 * 3 + 3) * 4  # 1 slot: momentum
+
+
+def test_meta_classifier_bias_starts_at_the_cluster_prior():
+    import numpy as np
+
+    from bench.models.meta import MetaClassifier
+    from bench.models.xmc import init_bias_to_prior
+    from bench.sparse import CSR, SparseTargets
+
+    labels = CSR(np.array([0, 2, 3]), np.array([0, 1, 3]), None, 4)  # point 0: labels 0, 1; point 1: 3
+    meta = MetaClassifier(8, np.array([0, 0, 1, 2]), 3)  # labels 0 and 1 share cluster 0
+    assert meta.cluster_positive_fraction(labels) == pytest.approx(2 / 6)  # (0, c0), (1, c2) of 2 × 3
+    init_bias_to_prior(meta.linear, meta.cluster_positive_fraction(labels))
+    assert torch.allclose(meta.linear.bias, torch.full((3,), math.log(0.5)))  # logit(1/3)
+    # at z = 0 the logits are the prior: 2 positive pairs at -log(1/3), 4 negatives at -log(2/3), per point
+    expected = (2 * -math.log(1 / 3) + 4 * -math.log(2 / 3)) / 2
+    assert meta.loss(torch.zeros(2, 8), SparseTargets.from_csr(labels)).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_aux_run_starts_its_meta_bias_at_the_prior(tiny_overrides, tmp_path):
+    from bench.config import resolve
+    from bench.data.catalog import load_dataset
+    from bench.experiment import build_aux
+
+    cfg = resolve([*tiny_overrides, "method=ffi-set-aux", "aux.num_clusters=8"])
+    dataset = load_dataset(cfg.data)
+    model = build_model(cfg.model, dataset.num_features, dataset.num_labels, 0)
+    meta, _ = build_aux(cfg, dataset, model, torch.device("cpu"))
+    p = meta.cluster_positive_fraction(dataset.train_y)
+    assert torch.allclose(meta.linear.bias, torch.full((8,), math.log(p / (1 - p))))
