@@ -123,6 +123,14 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    enabled: bool = True  # write checkpoints at epoch ends (and every `every` steps) and resume from them
+    every: int = 0  # also checkpoint every this many optimiser steps (0: at epoch ends only)
+    keep: int = 2  # newest checkpoints kept per configuration (older ones are deleted)
+    resume: str = "auto"  # auto: continue from the newest loadable checkpoint of this config | never: start afresh (deleting them)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     method: str = ""  # registered method (preset); its overrides apply before the user's
     seed: int = 0  # run seed: model init, shuffling
@@ -134,6 +142,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 # Allowed values for string fields whose choices are fixed here; registered names are
@@ -154,6 +163,7 @@ CHOICES = {
     "model.group_order": ("contiguous", "cluster"),
     "aux.centroids": ("tfidf", "encoder"),
     "tracking.wandb": ("offline", "online", "disabled"),
+    "checkpoint.resume": ("auto", "never"),
 }
 
 
@@ -210,8 +220,9 @@ def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
 
 def config_hash(cfg: RunConfig) -> str:
     """Stable identity of a resolved config: runs with the same hash are the same experiment.
-    Where records go and how they are mirrored (``results_dir``, ``tracking``) is not part of it."""
-    values = {k: v for k, v in to_dict(cfg).items() if k not in ("results_dir", "tracking")}
+    Where records go, how they are mirrored and checkpointed (``results_dir``, ``tracking``,
+    ``checkpoint``) is not part of it: a resumed run is the same experiment."""
+    values = {k: v for k, v in to_dict(cfg).items() if k not in ("results_dir", "tracking", "checkpoint")}
     blob = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -299,10 +310,13 @@ def check(cfg: RunConfig) -> None:
         "train.max_steps": cfg.train.max_steps,
         "train.warmup_steps": cfg.train.warmup_steps,
         "train.threads": cfg.train.threads,
+        "checkpoint.every": cfg.checkpoint.every,
     }
     for key, value in nonneg.items():
         if value < 0:
             raise ConfigError(f"config key {key!r} must be >= 0, got {value}")
+    if cfg.checkpoint.keep < 1:
+        raise ConfigError(f"config key 'checkpoint.keep' must be at least 1, got {cfg.checkpoint.keep}")
     if cfg.train.epochs == 0 and cfg.train.max_steps == 0:
         raise ConfigError("set train.epochs or train.max_steps: both are 0, so nothing would train")
     if cfg.dst.interval <= 0:

@@ -73,10 +73,12 @@ def iterate_batches(
     generator: np.random.Generator | None = None,
     drop_last: bool = False,
     texts=None,
+    start: int = 0,
 ) -> Iterator[Batch]:
     """One epoch of batches over the rows of ``x`` and ``y``; every row appears exactly once
     (the last, short batch is skipped when ``drop_last``). ``shuffle`` draws the order from
-    ``generator`` — pass one to make the order reproducible (``None``: a fresh unseeded one)."""
+    ``generator`` — pass one to make the order reproducible (``None``: a fresh unseeded one).
+    ``start``: skip the epoch's first batches (a resumed run; the order is drawn all the same)."""
     if x.num_rows != y.num_rows:
         raise ConfigError(f"features have {x.num_rows} rows but labels have {y.num_rows}; expected equal")
     count = num_batches(x.num_rows, batch_size, drop_last)
@@ -84,5 +86,5 @@ def iterate_batches(
         order = (generator if generator is not None else np.random.default_rng()).permutation(x.num_rows)
     else:
         order = np.arange(x.num_rows, dtype=np.int64)
-    for b in range(count):
+    for b in range(start, count):
         yield make_batch(x, y, order[b * batch_size : (b + 1) * batch_size], texts)

@@ -77,6 +77,15 @@ class Rewirer:
         self.generator = torch.Generator(device=self.conn.param.device).manual_seed(seed)
         self.history: list[dict] = []
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to rewire as an uninterrupted one would: the SET generator's
+        state and the history (the connectivity itself is in the classifier's buffers)."""
+        return {"generator": self.generator.get_state(), "history": list(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.history = list(state["history"])
+
     def maybe_rewire(self, step: int, h: torch.Tensor | None = None, targets: SparseTargets | None = None):
         return self.rewire(step, h, targets) if self.schedule.due(step) else None
 
