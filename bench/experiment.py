@@ -2,6 +2,11 @@
 
 Whatever happens, a record is written: ``status=ok`` with metrics, or ``status=failed`` with
 the reason (``nan`` for a non-finite loss, ``oom`` for out of memory, else the error).
+
+With ``checkpoint.enabled``, a configuration that has checkpoints (an earlier attempt was killed
+or failed) continues from its newest loadable one (``checkpoint.resume=auto``) and its record
+says so (``resumed_from``); a failed run keeps its checkpoints and names the newest
+(``checkpoint``); an ok run deletes them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.checkpoint import Checkpoints
 from bench.config import RunConfig, config_hash, to_dict
 from bench.data.catalog import load_dataset
 from bench.data.propensity import jain_propensity
@@ -153,7 +159,14 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
         record["propensity"] = propensity_parameters(cfg, dataset.name)
         inv_propensity = 1.0 / jain_propensity(dataset.train_y.column_counts(), dataset.num_train,
                                                record["propensity"]["A"], record["propensity"]["B"])
-        result = train(model, dataset, cfg, device, tracker, inv_propensity)
+        checkpoints = Checkpoints.of(cfg) if cfg.checkpoint.enabled else None
+        resume = None
+        if checkpoints is not None and cfg.checkpoint.resume == "never":
+            checkpoints.remove()  # starting afresh: an older attempt's files must not mix with ours
+        elif checkpoints is not None and (resume := checkpoints.load_latest()) is not None:
+            record["resumed_from"] = {"step": resume.state["step"], "path": str(resume.path)}
+        result = train(model, dataset, cfg, device, tracker, inv_propensity, checkpoints,
+                       resume.state if resume is not None else None)
         record.update(
             status="ok",
             metrics=result.metrics,
@@ -187,7 +200,12 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
     except Exception as err:  # noqa: BLE001 — a failed run is a record too
         record.update(status="failed", reason=failure_reason(err), error=traceback.format_exc(limit=20))
         record["memory"] = peak.stop()
+        latest = Checkpoints.of(cfg).latest() if cfg.checkpoint.enabled else None
+        if latest is not None:  # the last good state, kept for a rerun to resume from
+            record["checkpoint"] = str(latest)
     record["wall_time_s"] = time.time() - started
     record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
     tracker.finish(record)
+    if record["status"] == "ok" and cfg.checkpoint.enabled:  # recorded: a later run of this config starts afresh
+        Checkpoints.of(cfg).remove()
     return record

@@ -6,18 +6,26 @@ encoder's AdamW: it is a small dense layer like the encoder's own, and the paper
 everything but the sparse output layer with the encoder's optimiser. The classifier produces the loss itself (``classifier.loss``) so a
 label-chunked implementation never has to hand back ``[B, L]`` logits; evaluation asks it for
 top-k directly (streamed over label chunks) and keeps only running metric sums.
+
+Checkpoints (``bench.checkpoint``) are written at epoch ends and every ``checkpoint.every``
+steps; a run given one's state continues exactly where it stopped: same weights, optimiser
+and schedule state, rewirer generator, RNG states, and the same epoch permutation, with the
+batches already done skipped.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from bench.checkpoint import Checkpoints, rng_state, set_rng_state
 from bench.config import RunConfig
 from bench.data.loader import iterate_batches, num_batches
 from bench.errors import ConfigError
@@ -25,6 +33,9 @@ from bench.measure import Stopwatch
 from bench.metrics import RankingMetrics, drop_filtered
 
 KS = (1, 3, 5)
+# Test hook (tests/test_checkpoint.py): SIGKILL the process right after this optimiser step and
+# its mid-epoch checkpoint, as a preempted job would die. Unset or 0: never.
+KILL_AT_STEP_ENV = "XMC_TEST_KILL_AT_STEP"
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -46,6 +57,37 @@ class TrainResult:
     aux_seconds: float = 0.0  # time in the aux branch's forward and loss (its backward is in the shared backward)
     grad_norm_steps: list = field(default_factory=list)  # steps of the encoder gradient-norm series (every log_every)
     grad_norms: list = field(default_factory=list)  # encoder gradient norm at those steps
+
+
+@dataclass
+class Progress:
+    """Where training stands inside an epoch, as a checkpoint records it."""
+
+    epoch: int = 1  # the epoch under way (1-based)
+    batch: int = 0  # its batches done
+    shuffle_state: dict | None = None  # the shuffle generator at the epoch's start: its permutation is redrawn from it
+    loss_sum: float = 0.0  # the epoch's summed main loss …
+    loss_count: int = 0  # … over this many steps
+    grad_norms: list = field(default_factory=list)  # the epoch's encoder gradient norms, one per step
+
+
+def training_state(model, optimizers, schedulers, rewirer, progress: Progress, result: TrainResult) -> dict:
+    """Everything a resumed run needs to continue as the uninterrupted one would. The sparse
+    connectivity (indices, masks) is in the model's buffers."""
+    return {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+            "schedulers": [s.state_dict() for s in schedulers],
+            "rewirer": rewirer.state_dict() if rewirer is not None else None,
+            "rng": rng_state(), "progress": asdict(progress), "result": asdict(result)}
+
+
+def restore_training_state(state: dict, model, optimizers, schedulers, rewirer) -> tuple[Progress, TrainResult]:
+    model.load_state_dict(state["model"])
+    for part, saved in zip([*optimizers, *schedulers], [*state["optimizers"], *state["schedulers"]]):
+        part.load_state_dict(saved)
+    if rewirer is not None:
+        rewirer.load_state_dict(state["rewirer"])
+    set_rng_state(state["rng"])
+    return Progress(**state["progress"]), TrainResult(**state["result"])
 
 
 def make_optimizers(model, cfg: RunConfig) -> list[torch.optim.Optimizer]:
@@ -145,7 +187,10 @@ def make_rewirer(model, cfg: RunConfig, steps_total: int, classifier_optimizer):
                           f"but model.classifier={cfg.model.classifier}: {err}") from None
 
 
-def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.ndarray) -> TrainResult:
+def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.ndarray,
+          checkpoints: Checkpoints | None = None, resume: dict | None = None) -> TrainResult:
+    """Train ``model``; with ``checkpoints``, write them as ``cfg.checkpoint`` says; with
+    ``resume`` (a checkpoint's state), continue from it."""
     steps_total, epochs = total_steps(cfg, dataset.num_train)
     optimizers = make_optimizers(model, cfg)
     rewirer = make_rewirer(model, cfg, steps_total, optimizers[1])
@@ -153,15 +198,34 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
     aux_cutoff = aux_cutoff_fraction(cfg.aux, steps_total, num_batches(dataset.num_train, cfg.train.batch_size, False))
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
     shuffle_rng = np.random.default_rng(cfg.seed)
-    result = TrainResult()
+    result, progress = TrainResult(), Progress()
     watch, aux_watch = Stopwatch(device), Stopwatch(device)
-    bar = tqdm(total=steps_total, desc=cfg.method or cfg.model.classifier, unit="step",
+    if resume is not None:
+        progress, result = restore_training_state(resume, model, optimizers, schedulers, rewirer)
+        resume.clear()  # the loaded copy is not kept for the whole run
+        watch.seconds, aux_watch.seconds = result.train_seconds, result.aux_seconds
+    per_epoch = num_batches(dataset.num_train, cfg.train.batch_size)
+    kill_at = int(os.environ.get(KILL_AT_STEP_ENV) or 0)
+
+    def save_checkpoint():
+        # a state whose weights already overflowed is no good one to return to (its next loss is NaN)
+        if checkpoints is None or not all(torch.isfinite(p).all() for p in model.parameters()):
+            return
+        result.train_seconds, result.aux_seconds = watch.seconds, aux_watch.seconds
+        checkpoints.save(training_state(model, optimizers, schedulers, rewirer, progress, result), result.steps)
+
+    bar = tqdm(total=steps_total, initial=result.steps, desc=cfg.method or cfg.model.classifier, unit="step",
                disable=not sys.stderr.isatty(), leave=False)
     model.train()
-    for epoch in range(1, epochs + 1):
-        loss_sum, loss_count, epoch_norms = 0.0, 0, []
-        for batch in iterate_batches(dataset.train_x, dataset.train_y, cfg.train.batch_size,
-                                     shuffle=True, generator=shuffle_rng, texts=dataset.train_text):
+    for epoch in range(progress.epoch, epochs + 1):
+        if progress.epoch != epoch:
+            progress = Progress(epoch)
+        if progress.shuffle_state is None:  # a fresh epoch: remember the state its permutation comes from
+            progress.shuffle_state = shuffle_rng.bit_generator.state
+        else:  # resumed: redraw the same permutation, then skip the batches already done
+            shuffle_rng.bit_generator.state = progress.shuffle_state
+        for batch in iterate_batches(dataset.train_x, dataset.train_y, cfg.train.batch_size, shuffle=True,
+                                     generator=shuffle_rng, texts=dataset.train_text, start=progress.batch):
             with watch:
                 batch = batch.to(device)
                 z = model.encoder(batch)  # [B, d]
@@ -187,13 +251,14 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
             # gradient flow into the encoder (the gradients stay until the next step's zero_grad;
             # measured outside the timed section so it costs no throughput)
             encoder_norm = grad_norm(model.encoder)
-            epoch_norms.append(encoder_norm)
             value, total = main_loss.item(), loss.item()  # main: the task's loss, comparable across methods
-            if not math.isfinite(total):
+            if not math.isfinite(total):  # raised before any checkpoint of this step is written
                 raise NonFiniteLoss(f"training loss became {total} at step {result.steps + 1}")
             result.steps += 1
             result.train_samples += batch.targets.batch_size
-            loss_sum, loss_count = loss_sum + value, loss_count + 1
+            progress.batch += 1
+            progress.loss_sum, progress.loss_count = progress.loss_sum + value, progress.loss_count + 1
+            progress.grad_norms.append(encoder_norm)
             if rewire:
                 result.rewires.append(rewire)
                 tracker.log({f"dst/{k}": v for k, v in rewire.items() if v is not None and k != "step"},
@@ -207,13 +272,20 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                 extra = {"train/aux_loss": aux_loss.item(), "train/aux_weight": alpha} if alpha > 0 else {}
                 tracker.log({"train/loss": value, "train/lr_classifier": schedulers[1].get_last_lr()[0],
                              "epoch": epoch} | extra, step=result.steps)
+            # the epoch's last step is checkpointed at the epoch's end, after its evaluation
+            if cfg.checkpoint.every and result.steps % cfg.checkpoint.every == 0 \
+                    and progress.batch < per_epoch and result.steps < steps_total:
+                save_checkpoint()
+            if result.steps == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
             if result.steps >= steps_total:
                 break
-        result.final_loss = loss_sum / max(loss_count, 1)
+        result.final_loss = progress.loss_sum / max(progress.loss_count, 1)
         last = epoch == epochs or result.steps >= steps_total
+        norms = progress.grad_norms
         entry = {"epoch": epoch, "step": result.steps, "train_loss": result.final_loss,
-                 "encoder_grad_norm": {"mean": float(np.mean(epoch_norms)), "min": min(epoch_norms),
-                                       "max": max(epoch_norms), "last": epoch_norms[-1]}}
+                 "encoder_grad_norm": {"mean": float(np.mean(norms)), "min": min(norms),
+                                       "max": max(norms), "last": norms[-1]}}
         if cfg.eval.every_epoch or last:
             metrics, samples, seconds = evaluate(model, dataset.test_x, dataset.test_y, cfg, inv_propensity, device,
                                                  filtered=dataset.test_filter, texts=dataset.test_text)
@@ -224,8 +296,10 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
         summary = " ".join(f"{k}={v:.4f}" for k, v in entry.get("metrics", {}).items() if k.startswith("P@"))
         print(f"  epoch {epoch}/{epochs} step {result.steps} loss {result.final_loss:.4f} {summary}",
               file=sys.stderr, flush=True)
-        if last:
+        if last:  # no checkpoint: the record follows at once
             break
+        progress = Progress(epoch + 1, shuffle_state=shuffle_rng.bit_generator.state)
+        save_checkpoint()
     bar.close()
     result.train_seconds = watch.seconds
     result.aux_seconds = aux_watch.seconds
