@@ -4,8 +4,9 @@
 card), computes label statistics and propensities, and writes::
 
     <cache_dir>/<name>/
-        train/, test/     Arrow datasets: feature_ids, feature_values, label_ids (large lists, one row per point)
-        labels/           Arrow dataset: train_count, propensity (one row per label)
+        train/, test/     Arrow datasets: feature_ids, feature_values, label_ids (large lists, one row per point),
+                          text (large string) when the dataset has raw texts
+        labels/           Arrow dataset: train_count, propensity (one row per label), text when labels have texts
         test_filter/      Arrow dataset: label_ids per test point to drop from predictions (when the dataset has a filter)
         meta.json         name, the data config it was built from, statistics, card propensity A/B — written last
 
@@ -13,7 +14,12 @@ Everything is written into a temporary folder beside the target and renamed into
 when complete, so a failed prepare leaves no partial cache and never damages an existing one.
 ``load_cached`` memory-maps the Arrow files and hands their buffers to ``CSR`` without a copy:
 loading needs no more memory than the sparse matrices themselves (and their pages are
-file-backed, shared and evictable).
+file-backed, shared and evictable). Texts stay in the mapped files too (``TextColumn``): a text
+becomes a Python ``str`` only when it is read (a batch's texts), never the whole column at once.
+
+A cache records whether the dataset had texts when it was prepared; raw text files added to
+the data folder afterwards need ``xmc-bench data prepare`` again. A cache of another
+``FORMAT_VERSION`` (v1 had no texts) is ignored, as one built from other data settings is.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +41,7 @@ from bench.errors import BenchError
 from bench.sparse import CSR
 
 CACHE_ENV = "XMC_CACHE_DIR"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: optional text columns (train, test, labels)
 SPLITS = ("train", "test")
 NOT_KEY = ("path", "cache_dir")  # where files live does not change the data
 
@@ -99,12 +106,16 @@ def prepare(cfg: DataConfig, log=print) -> Path:
     try:
         for split in SPLITS:
             x, y = getattr(dataset, f"{split}_x"), getattr(dataset, f"{split}_y")
-            _save(_split_table(x, y), tmp / split)
-            log(f"  {split}: {x.num_rows} points, {x.nnz} feature and {y.nnz} label entries")
+            texts = getattr(dataset, f"{split}_text")
+            _save(_split_table(x, y, texts), tmp / split)
+            log(f"  {split}: {x.num_rows} points, {x.nnz} feature and {y.nnz} label entries"
+                f"{'' if texts is None else ', texts'}")
         import pyarrow as pa
 
-        _save(pa.table({"train_count": counts, "propensity": jain_propensity(counts, dataset.num_train, A, B)}),
-              tmp / "labels")
+        labels = {"train_count": counts, "propensity": jain_propensity(counts, dataset.num_train, A, B)}
+        if dataset.label_text is not None:
+            labels["text"] = _text_array(dataset.label_text)
+        _save(pa.table(labels), tmp / "labels")
         if dataset.test_filter is not None:  # (test point, label) pairs dropped from predictions
             _save(pa.table({"label_ids": _list_array(dataset.test_filter.indptr, dataset.test_filter.indices)}),
                   tmp / "test_filter")
@@ -125,7 +136,9 @@ def load_cached(cfg: DataConfig) -> XMCDataset | None:
         return None
     mats = {}
     for split in SPLITS:
-        mats[f"{split}_x"], mats[f"{split}_y"] = _load_split(folder / split, meta["statistics"])
+        mats[f"{split}_x"], mats[f"{split}_y"], mats[f"{split}_text"] = _load_split(folder / split, meta["statistics"])
+    labels = _load_table(folder / "labels")
+    mats["label_text"] = TextColumn(labels.column("text")) if "text" in labels.column_names else None
     test_filter = None
     if (folder / "test_filter").exists():
         column = _load_table(folder / "test_filter").column("label_ids")
@@ -147,8 +160,26 @@ def read_meta(folder: Path) -> dict | None:
 
 
 def load_label_table(folder: Path) -> dict[str, np.ndarray]:
+    """The numeric columns of the labels table (train_count, propensity); label texts are
+    ``load_cached(cfg).label_text``."""
     table = _load_table(Path(folder) / "labels")
-    return {name: table.column(name).to_numpy() for name in table.column_names}
+    return {name: table.column(name).to_numpy() for name in table.column_names if name != "text"}
+
+
+class TextColumn(Sequence):
+    """A cached string column as a read-only sequence of ``str``: the strings stay in the
+    memory-mapped Arrow file and one becomes a Python ``str`` only when indexed."""
+
+    def __init__(self, column):  # a pyarrow ChunkedArray of (large) strings
+        self._column = column.chunk(0) if column.num_chunks == 1 else column
+
+    def __len__(self) -> int:
+        return len(self._column)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._column[j].as_py() for j in range(*i.indices(len(self)))]
+        return self._column[int(i)].as_py()
 
 
 # -- Arrow <-> CSR ------------------------------------------------------------------------------
@@ -160,15 +191,24 @@ def _list_array(indptr: np.ndarray, values: np.ndarray):
     return pa.LargeListArray.from_arrays(pa.array(indptr.astype(np.int64, copy=False)), pa.array(values))
 
 
-def _split_table(x: CSR, y: CSR):
+def _text_array(texts: Sequence[str]):
+    import pyarrow as pa
+
+    return pa.array(texts, type=pa.large_string())  # 64-bit offsets: a split's texts may pass 2 GiB
+
+
+def _split_table(x: CSR, y: CSR, texts: Sequence[str] | None = None):
     import pyarrow as pa
 
     values = x.data if x.data is not None else np.ones(x.nnz, np.float32)
-    return pa.table({
+    columns = {
         "feature_ids": _list_array(x.indptr, x.indices.astype(np.int64, copy=False)),  # [N] lists of int64
         "feature_values": _list_array(x.indptr, values.astype(np.float32, copy=False)),  # [N] lists of float32
         "label_ids": _list_array(y.indptr, y.indices.astype(np.int64, copy=False)),  # [N] lists of int64
-    })
+    }
+    if texts is not None:
+        columns["text"] = _text_array(texts)  # [N] strings
+    return pa.table(columns)
 
 
 def _save(table, folder: Path) -> None:
@@ -186,7 +226,7 @@ def _load_table(folder: Path):
     return datasets.load_from_disk(str(folder)).data.table  # pyarrow Table over memory-mapped files
 
 
-def _load_split(folder: Path, stats: dict) -> tuple[CSR, CSR]:
+def _load_split(folder: Path, stats: dict) -> tuple[CSR, CSR, TextColumn | None]:
     table = _load_table(folder)
 
     def flat(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +239,8 @@ def _load_split(folder: Path, stats: dict) -> tuple[CSR, CSR]:
     indptr, ids = flat("feature_ids")
     _, values = flat("feature_values")
     y_indptr, labels = flat("label_ids")
-    return CSR(indptr, ids, values, stats["num_features"]), CSR(y_indptr, labels, None, stats["num_labels"])
+    texts = TextColumn(table.column("text")) if "text" in table.column_names else None
+    return CSR(indptr, ids, values, stats["num_features"]), CSR(y_indptr, labels, None, stats["num_labels"]), texts
 
 
 def _swap_into_place(tmp: Path, final: Path) -> None:

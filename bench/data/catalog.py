@@ -57,6 +57,8 @@ for _name, _source in SHARED.items():
 
 # The Extreme Classification Repository benchmarks: not shipped here; download them and point
 # data.path at the folder (file names as in each card's `files`).
+# The LF sets' raw texts (train, test, labels) are attached when present (bench/data/real.py).
+LF_TEXT = ("trn.json", "tst.json", "lbl.json")
 XC = {
     "eurlex-4k": Source("Eurlex-4K", "bow", "train.txt", "test.txt", features="l2"),
     "wiki10-31k": Source("Wiki10-31K", "bow", "train.txt", "test.txt", features="l2"),
@@ -65,11 +67,11 @@ XC = {
     "amazon-670k": Source("Amazon-670K", "bow", "train.txt", "test.txt", features="l2"),
     "amazon-3m": Source("Amazon-3M", "bow", "train.txt", "test.txt", features="l2"),
     "lf-amazontitles-131k": Source("LF-AmazonTitles-131K", "xc-split", "trn", "tst", features="l2",
-                                   test_filter="filter_labels_test.txt"),
+                                   test_filter="filter_labels_test.txt", raw_text=LF_TEXT),
     "lf-wikiseealso-320k": Source("LF-WikiSeeAlso-320K", "xc-split", "trn", "tst", features="l2",
-                                  test_filter="filter_labels_test.txt"),
+                                  test_filter="filter_labels_test.txt", raw_text=LF_TEXT),
     "lf-amazontitles-1.3m": Source("LF-AmazonTitles-1.3M", "xc-split", "trn", "tst", features="l2",
-                                   test_filter="filter_labels_test.txt"),
+                                   test_filter="filter_labels_test.txt", raw_text=LF_TEXT),
 }
 for _name, _source in XC.items():
     DATASETS.register(_name, partial(load_source, _name, _source))

@@ -2,12 +2,14 @@
 
 Every dataset — synthetic or read from the XC repository — ends up here, so the rest of the
 suite sees one shape: ``train_x [N, V]`` features, ``train_y [N, L]`` binary labels, and the
-same for the test split.
+same for the test split. Text datasets also carry one raw text per point (``train_text``,
+``test_text``) and, where the labels have text (the LF datasets), one per label (``label_text``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,8 +27,11 @@ class XMCDataset:
     test_y: CSR  # [num_test, num_labels]
     meta: dict = field(default_factory=dict)  # where it came from: generator parameters, file paths
     test_filter: CSR | None = None  # [num_test, num_labels] (point, label) pairs dropped from predictions before top-k
-    train_text: list[str] | None = None  # raw text of each training point, for text encoders (None: features only)
-    test_text: list[str] | None = None  # raw text of each test point
+    # Raw texts, for text encoders (None: features only). Any sequence of str: a list, or a
+    # memory-mapped Arrow column when loaded from the cache (bench.data.cache.TextColumn).
+    train_text: Sequence[str] | None = None  # [num_train] text of each training point
+    test_text: Sequence[str] | None = None  # [num_test] text of each test point
+    label_text: Sequence[str] | None = None  # [num_labels] text of each label (LF datasets: lbl.json)
 
     @property
     def num_features(self) -> int:
@@ -66,6 +71,9 @@ class XMCDataset:
         for split, texts, x in (("train", self.train_text, self.train_x), ("test", self.test_text, self.test_x)):
             if texts is not None and len(texts) != x.num_rows:
                 raise BenchError(f"{where}: {split}_text has {len(texts)} texts but {split}_x has {x.num_rows} rows")
+        if self.label_text is not None and len(self.label_text) != self.num_labels:
+            raise BenchError(f"{where}: label_text has {len(self.label_text)} texts but there are "
+                             f"{self.num_labels} labels; expected one text per label")
         if self.test_filter is not None:
             if self.test_filter.shape != self.test_y.shape:
                 raise BenchError(f"{where}: test_filter has shape {self.test_filter.shape}, expected {self.test_y.shape}")
@@ -81,9 +89,10 @@ class XMCDataset:
             raise BenchError(f"dataset {self.name!r}: a relabelling must be a permutation of its "
                              f"{self.num_labels} label ids")
         filtered = None if self.test_filter is None else self.test_filter.relabel_columns(new_id)
+        label_text = None if self.label_text is None else [self.label_text[i] for i in np.argsort(new_id)]
         return dataclasses.replace(self, train_y=self.train_y.relabel_columns(new_id),
                                    test_y=self.test_y.relabel_columns(new_id), test_filter=filtered,
-                                   meta={**self.meta, "label_order": how})
+                                   label_text=label_text, meta={**self.meta, "label_order": how})
 
     def stats(self) -> dict:
         """Sizes and label-frequency statistics of the training split (plain JSON-able numbers)."""

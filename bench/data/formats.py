@@ -522,16 +522,18 @@ class LFRecords(NamedTuple):
     titles: list
     contents: list  # "" where a record has no content
     targets: CSR | None  # [N, num_labels] binary, None for a label file (no target_ind)
+    lines: np.ndarray | None = None  # [N] 1-based line of each record (blank lines are skipped, not records)
 
 
 def read_lf_jsonl(path, num_labels: int | None = None) -> LFRecords:
     """Read an LF JSON-lines file (``trn.json``/``tst.json``/``lbl.json``). With ``num_labels``
     every record must carry ``target_ind`` (0-based label ids below ``num_labels``)."""
     lines = _read_lines(path)
-    uids, titles, contents, targets = [], [], [], []
+    uids, titles, contents, targets, record_lines = [], [], [], [], []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
+        record_lines.append(i + 1)
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
@@ -553,7 +555,7 @@ def read_lf_jsonl(path, num_labels: int | None = None) -> LFRecords:
     if not uids:
         raise DataFormatError(path, 1, "empty file: expected one JSON object per line")
     y = CSR.from_rows(targets, num_labels) if num_labels is not None else None
-    return LFRecords(uids, titles, contents, y)
+    return LFRecords(uids, titles, contents, y, np.array(record_lines, np.int64))
 
 
 def write_lf_jsonl(path, uids, titles, contents=None, targets: CSR | None = None) -> None:

@@ -10,6 +10,16 @@ dense numeric features (Mediamill) and the XC repository's BoW files (already TF
 L2-normalised (``l2``). Where a dataset ships an
 official train/test split it is used; otherwise the test split is a seeded random draw of
 ``data.test_fraction`` of the points (``data.split_seed``), the same on every machine.
+
+The label-feature (LF) datasets also ship raw text as JSON lines beside their BoW files
+(``trn.json``, ``tst.json``, ``lbl.json``, each also found as ``.gz``). When they are there they
+are attached: a point's or a label's text is its ``title``, plus ``" " + content`` when the record
+has content (LF-WikiSeeAlso's articles; the AmazonTitles sets have titles only), so a text
+encoder sees everything the record says and truncates to ``model.max_len`` tokens itself. Each
+record must match its BoW row (count, order and ``target_ind`` = that row of ``*_X_Y.txt``),
+and ``lbl.json`` must hold one record per label. When none of them is there the dataset is
+BoW only and ``meta["raw_text"]`` says so. Reading keeps the decompressed file, its records and
+the texts in memory at once (LF-WikiSeeAlso's contents: a few GB for a moment).
 """
 
 from __future__ import annotations
@@ -22,8 +32,10 @@ import numpy as np
 
 from bench.config import DataConfig
 from bench.data.dataset import XMCDataset
-from bench.data.formats import read_arff, read_bow, read_filter, read_mulan_xml, read_sparse_matrix
-from bench.errors import BenchError, ConfigError
+from bench.data.formats import (
+    LFRecords, read_arff, read_bow, read_filter, read_lf_jsonl, read_mulan_xml, read_sparse_matrix,
+)
+from bench.errors import BenchError, ConfigError, DataFormatError
 from bench.sparse import CSR
 
 SHARED_DATA_ENV = "XMC_SHARED_DATA"
@@ -39,6 +51,8 @@ class Source:
     labels_by: str = "name"  # arff: `name` (attributes the .xml names) | `last` (the last N, N from the .xml)
     features: str = "tfidf"  # tfidf (counts / binary words) | l2 (dense numeric features) | as-is (already TF-IDF)
     test_filter: str = ""  # optional filter file of (test point, label) pairs dropped from predictions
+    raw_text: tuple[str, ...] = ()  # LF raw text JSON lines (train, test, labels), each also looked for + ".gz";
+    #                                 attached when present (needs the official split), BoW only when absent
 
 
 def shared_data_root() -> Path:
@@ -83,9 +97,16 @@ def load_source(name: str, source: Source, cfg: DataConfig) -> XMCDataset:
     else:
         raise ValueError(f"unknown source format {source.format!r}")
     meta = {"source": str(folder), "files": [source.train] + ([source.test] if source.test else [])}
+    texts = {}
     if source.test:
         (train_x, train_y), (test_x, test_y) = parts
         meta["split"] = "official"
+        if source.raw_text:
+            label_files = ([f"{p}_X_Y.txt" for p in (source.train, source.test)] if source.format == "xc-split"
+                           else [source.train, source.test])
+            texts, meta["raw_text"] = read_raw_texts(folder, source.raw_text, (train_y, test_y), label_files)
+    elif source.raw_text:
+        raise ValueError("raw_text needs an official train/test split")
     else:
         x, y = parts[0]
         train_rows, test_rows = seeded_split(x.num_rows, cfg.test_fraction, cfg.split_seed)
@@ -100,7 +121,65 @@ def load_source(name: str, source: Source, cfg: DataConfig) -> XMCDataset:
     if source.test_filter and (folder / source.test_filter).exists():
         test_filter = read_filter(folder / source.test_filter, test_y.num_rows, test_y.num_cols)
         meta["test_filter"] = source.test_filter
-    return XMCDataset(name, train_x, train_y, test_x, test_y, meta, test_filter=test_filter)
+    return XMCDataset(name, train_x, train_y, test_x, test_y, meta, test_filter=test_filter, **texts)
+
+
+def read_raw_texts(folder: Path, names: tuple[str, ...], labels: tuple[CSR, CSR],
+                   label_files: list[str]) -> tuple[dict, dict | str]:
+    """``{train_text, test_text, label_text}`` from the LF files ``names`` (train, test, labels)
+    in ``folder``, each checked against its split's ``labels`` (read from ``label_files``), and
+    what ``meta["raw_text"]`` says; ``({}, "absent: …")`` when none of the files is there."""
+    paths = [next((p for p in (folder / n, folder / f"{n}.gz") if p.is_file()), None) for n in names]
+    if all(p is None for p in paths):
+        return {}, f"absent: none of {', '.join(names)} (or .gz) in {folder}; features only"
+    missing = [n for n, p in zip(names, paths) if p is None]
+    if missing:
+        found = [p.name for p in paths if p is not None]
+        raise BenchError(f"{folder}: found {', '.join(found)} but not {', '.join(missing)} (nor .gz); "
+                         "expected all of the raw text files (train, test, labels) or none")
+    texts = {}
+    for split, path, y, y_file in zip(("train", "test"), paths, labels, label_files):
+        records = read_lf_jsonl(path, num_labels=y.num_cols)
+        check_targets(path, records, y, y_file)
+        texts[f"{split}_text"] = record_texts(records)
+    label_records = read_lf_jsonl(paths[2])
+    num_labels = labels[0].num_cols
+    if len(label_records.uids) != num_labels:
+        raise DataFormatError(paths[2], None, f"{len(label_records.uids)} label records but {label_files[0]} has "
+                              f"{num_labels} labels: expected one record per label, in label id order")
+    texts["label_text"] = record_texts(label_records)
+    return texts, {"files": [p.name for p in paths], "text": "title, + ' ' + content where there is content"}
+
+
+def record_texts(records: LFRecords) -> list[str]:
+    """One text per record: its title, followed by a space and its content when it has one."""
+    return [f"{title} {content}" if content else title for title, content in zip(records.titles, records.contents)]
+
+
+def check_targets(path: Path, records: LFRecords, y: CSR, y_file: str) -> None:
+    """The records of ``path`` must be the rows of ``y`` (from ``y_file``), in order, each with
+    the same labels; raise ``DataFormatError`` naming the first record that is not."""
+    got = records.targets  # [N, L] ids sorted within rows, as y's
+    if got.num_rows != y.num_rows:
+        raise DataFormatError(path, None, f"{got.num_rows} records but {y_file} has {y.num_rows} rows: "
+                              "expected one record per row, in the same order")
+    row = first_differing_row(got, y)
+    if row is not None:
+        raise DataFormatError(path, int(records.lines[row]), f"record {row} has target_ind {got.row(row).tolist()} "
+                              f"but row {row} of {y_file} (line {row + 2}) has labels {y.row(row).tolist()}: "
+                              "expected the same labels")
+
+
+def first_differing_row(a: CSR, b: CSR) -> int | None:
+    """The first row whose column ids differ between ``a`` and ``b`` (same row count, ids sorted
+    within rows), or ``None``; vectorised, O(nnz)."""
+    lengths = np.flatnonzero(a.row_lengths() != b.row_lengths())
+    first = int(lengths[0]) if lengths.size else a.num_rows
+    aligned = int(a.indptr[first])  # entries of the rows before `first` sit at the same positions
+    ids = np.flatnonzero(a.indices[:aligned] != b.indices[:aligned])
+    if ids.size:
+        first = int(np.searchsorted(a.indptr, ids[0], side="right")) - 1
+    return first if first < a.num_rows else None
 
 
 def seeded_split(num_points: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
