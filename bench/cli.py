@@ -208,6 +208,8 @@ def _plot_label_frequencies(counts, name: str, out: Path) -> None:
 def cmd_kernels(args) -> int:
     from bench.bench_kernels import HEADER, run_kernels
 
+    if args.step_memory:
+        return _step_memory(args)
     if args.threads:
         import torch
 
@@ -220,6 +222,18 @@ def cmd_kernels(args) -> int:
     if any(r.skipped for r in rows):
         print("skipped rows would not fit in memory (raise --max-gb to try them)")
     print(f"records appended to {Path(args.out) / 'kernels.jsonl'}")
+    return 0
+
+
+def _step_memory(args) -> int:
+    from bench.bench_kernels import _available_gb
+    from bench.step_memory import HEADER, run_step_memory
+
+    print(HEADER)
+    print("|" + "|".join("-" * len(c) for c in HEADER.split("|")[1:-1]) + "|")
+    run_step_memory(args.labels, args.fan_in, args.dim, args.batch, layers=args.layers, threads=args.threads,
+                    max_gb=args.max_gb if args.max_gb is not None else 0.6 * _available_gb(), out_dir=args.out)
+    print(f"records appended to {Path(args.out) / 'step_memory.jsonl'}")
     return 0
 
 
@@ -296,7 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     ker.add_argument("--layers", nargs="+", default=None,
                      help="dense masked csr ffi ffi/cpu ffi/reference ffi/triton ffi-group ffi-group/g32 "
                           "(default: all but ffi/reference)")
-    ker.add_argument("--out", default="results/kernels", help="directory of kernels.jsonl")
+    ker.add_argument("--step-memory", action="store_true",
+                     help="instead of timing ops: peak memory of full training steps (fused and unfused loss, "
+                          "SGD momentum) of --layers ffi/dense against their analytic state, one process each")
+    ker.add_argument("--out", default="results/kernels", help="directory of kernels.jsonl / step_memory.jsonl")
     ker.set_defaults(func=cmd_kernels)
 
     data = sub.add_parser("data", help="prepare (check and cache) or describe a dataset")

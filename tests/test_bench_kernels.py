@@ -46,3 +46,22 @@ def test_cli_skips_what_does_not_fit(tmp_path, capsys):
                  "--max-gb", "0", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "skipped: needs" in out and "would not fit in memory" in out
+
+
+def test_step_memory_rows_and_the_fused_saving(tmp_path, capsys):
+    """Each configuration in its own process; the analytic state is the classifier's own
+    memory_bytes, and the unfused loss's [B, L] buffers show in the peak (L = 65536, B = 64:
+    16 MiB each) while the fused one's chunks do not."""
+    import json
+
+    from bench import create_classifier
+    from bench.cli import main
+
+    assert main(["kernels", "--step-memory", "--labels", "65536", "--fan-in", "8", "--dim", "128", "--batch", "64",
+                 "--threads", "1", "--out", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "step_memory.jsonl").read_text().splitlines()]
+    assert [(r["layer"], r["fused"]) for r in rows] == [("ffi", True), ("ffi", False), ("dense", True), ("dense", False)]
+    ffi_fused, ffi_unfused, _, _ = rows
+    assert ffi_fused["state_bytes"] == create_classifier("ffi", 128, 65536, fan_in=8).memory_bytes(1)["total"]
+    assert ffi_unfused["peak_over_baseline_bytes"] > ffi_fused["peak_over_baseline_bytes"] + 32 * 2**20
+    assert "| ffi    | fused" in capsys.readouterr().out
