@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def cmd_run(args) -> int:
 
     cfg = resolve(args.overrides, args.config)
     record = run_experiment(cfg, run_id=args.run_id, group=args.group, sweep=args.sweep)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports the run
+        return 0 if record["status"] == "ok" else 1
     if record["status"] != "ok":
         print(f"run {record['run_id']} failed: {record['reason']}", file=sys.stderr)
         return 1

@@ -104,13 +104,14 @@ def gather_targets(targets: SparseTargets, shard: Shard) -> SparseTargets:
     return SparseTargets(indptr, all_ids[keep] - shard.lo, shard.num_labels)
 
 
-def sharded_loss(encoder_out: torch.Tensor, classifier, targets: SparseTargets, shard: Shard) -> torch.Tensor:
+def sharded_loss(encoder_out: torch.Tensor, classifier, targets: SparseTargets, shard: Shard,
+                 fused: bool | None = None) -> torch.Tensor:
     """This rank's share of the global loss: its label shard on the global batch, normalised by
     the global batch size. ``backward()`` on it gives exact shard and (after
     ``sum_encoder_grads``) encoder gradients; ``all_reduce`` of the value gives the loss."""
     features = gather_features(encoder_out)  # [B, d]
     shard_targets = gather_targets(targets, shard)
-    return classifier.loss(features, shard_targets)
+    return classifier.loss(features, shard_targets, fused=fused)
 
 
 def sum_encoder_grads(module: torch.nn.Module) -> None:
@@ -135,3 +136,85 @@ def sharded_topk(features: torch.Tensor, classifier, shard: Shard, k: int) -> tu
     scores, ids = torch.cat(all_scores, 1), torch.cat(all_ids, 1)
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
     return scores.gather(1, order), ids.gather(1, order)
+
+
+# --- one training run across ranks (what `xmc-bench run` does under torchrun) ----------------
+
+
+@dataclass
+class Parallel:
+    """The run's place among the ranks: its label shard, and the collective steps the training
+    loop takes instead of the single-process ones."""
+
+    shard: Shard
+    global_batch: int = 0  # rows of the current global batch (set by ``local_rows``)
+    batch_share: float = 1.0  # this rank's fraction of them
+
+    @property
+    def rank(self) -> int:
+        return self.shard.rank
+
+    @property
+    def world(self) -> int:
+        return self.shard.world
+
+    @property
+    def is_main(self) -> bool:
+        return self.shard.rank == 0
+
+    def seed(self, seed: int) -> int:
+        """A seed of this rank's own, for what each rank draws for its shard (init, SET regrowth)."""
+        return seed + 1_000_003 * self.rank
+
+    def local_rows(self, rows):
+        """This rank's part of a global batch's rows (every rank draws the same global order): a
+        contiguous, balanced slice, by the same rule as the label shards."""
+        part = label_shard(len(rows), self.rank, self.world)
+        self.global_batch, self.batch_share = len(rows), part.num_labels / max(1, len(rows))
+        return rows[part.lo : part.hi]
+
+    def loss(self, h: torch.Tensor, classifier, targets: SparseTargets, fused: bool | None = None) -> torch.Tensor:
+        return sharded_loss(h, classifier, targets, self.shard, fused)
+
+    def sum_value(self, value: torch.Tensor) -> torch.Tensor:
+        """The sum over ranks of a scalar (a shard's loss → the global loss), detached."""
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        return value
+
+    def sum_grads(self, *modules) -> None:
+        """Data-parallel modules (encoder, intermediate layer, aux branch): sum their gradients."""
+        for module in modules:
+            if module is not None:
+                sum_encoder_grads(module)
+
+    def rewire_inputs(self, h: torch.Tensor, targets: SparseTargets) -> tuple[torch.Tensor, SparseTargets]:
+        """What a shard's RigL scores need: the global batch's features and the shard's targets."""
+        return gather_features(h), gather_targets(targets, self.shard)
+
+    def topk(self, features: torch.Tensor, classifier, k: int):
+        return sharded_topk(features, classifier, self.shard, k)
+
+
+# Each rank initialises its own shard (Renee's way: no rank ever holds the full layer). For
+# checking a torchrun run against one process, XMC_SHARD_INIT=full makes every rank build the
+# full layer as one process would, then keep its rows (memory of the full layer at start).
+SHARD_INIT_ENV = "XMC_SHARD_INIT"
+
+
+def keep_label_rows(full, part, shard: Shard):
+    """``part`` (a classifier of ``shard.num_labels`` labels, same kind as ``full``) with the
+    shard's rows of every label-indexed tensor of ``full``."""
+    from bench.classifiers.base import label_tensors
+    from bench.errors import ConfigError
+
+    own = dict(full.named_parameters()) | dict(full.named_buffers())
+    mine = dict(part.named_parameters()) | dict(part.named_buffers())
+    rows = label_tensors(full)
+    if set(rows) != set(mine):
+        raise ConfigError(f"{SHARD_INIT_ENV}=full needs a classifier whose every tensor is indexed by label "
+                          f"(dense, masked, ffi); {type(full).__name__} also has {sorted(set(mine) - set(rows))}")
+    with torch.no_grad():
+        for name in rows:
+            mine[name].copy_(own[name][shard.lo : shard.hi])
+    return part

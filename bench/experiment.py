@@ -12,6 +12,7 @@ says so (``resumed_from``); a failed run keeps its checkpoints and names the new
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 import traceback
 import uuid
@@ -19,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from bench.checkpoint import Checkpoints
 from bench.config import RunConfig, config_hash, to_dict
 from bench.data.catalog import load_dataset
 from bench.data.propensity import jain_propensity
+from bench.distributed import SHARD_INIT_ENV, Parallel, init_from_env, keep_label_rows, label_shard
 from bench.measure import PeakMemory, environment
-from bench.models.xmc import build_model, init_bias_to_prior
+from bench.models.xmc import build_classifier, build_model, init_bias_to_prior
 from bench.tracking import RECORDS_FILE, Tracker
 from bench.train import NonFiniteLoss, train
 
@@ -34,7 +37,12 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int | None = None) -> torch.device:
+    """The run's device; under torchrun each rank takes GPU ``LOCAL_RANK``."""
+    if name in ("auto", "cuda") and torch.cuda.is_available() and local_rank is not None:
+        index = int(os.environ.get("LOCAL_RANK", local_rank))
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -42,6 +50,25 @@ def pick_device(name: str) -> torch.device:
 
         raise ConfigError("config key 'train.device' is 'cuda' but no CUDA device is available")
     return torch.device(name)
+
+
+def build_model_for(cfg: RunConfig, dataset, positive_fraction: float, parallel=None):
+    """The model; under torchrun with this rank's label shard as its classifier, initialised
+    from a seed of the rank's own (or cut from the full layer with ``XMC_SHARD_INIT=full``)."""
+    counts = dataset.train_y.column_counts()
+    if parallel is None:
+        return build_model(cfg.model, dataset.num_features, dataset.num_labels, cfg.seed, positive_fraction,
+                           label_counts=counts)
+    shard = parallel.shard
+    if os.environ.get(SHARD_INIT_ENV) == "full":
+        model = build_model(cfg.model, dataset.num_features, dataset.num_labels, cfg.seed, positive_fraction,
+                            label_counts=counts)
+        part = build_classifier(cfg.model, shard.num_labels, cfg.seed, in_features=model.classifier.in_features,
+                                label_counts=counts[shard.lo : shard.hi])
+        model.classifier = keep_label_rows(model.classifier, part, shard)
+        return model
+    return build_model(cfg.model, dataset.num_features, shard.num_labels, parallel.seed(cfg.seed), positive_fraction,
+                       label_counts=counts[shard.lo : shard.hi])
 
 
 def build_aux(cfg: RunConfig, dataset, model, device):
@@ -120,12 +147,14 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.train.device)
+    rank, world = init_from_env()  # (0, 1) unless started by torchrun
+    device = pick_device(cfg.train.device, rank if world > 1 else None)
     peak = PeakMemory(device)
     peak.start()
     results_dir = Path(cfg.results_dir)
-    tracker = Tracker(
-        results_dir / RECORDS_FILE, cfg.tracking.wandb, cfg.tracking.wandb_dir or results_dir / "wandb",
+    tracker = Tracker(  # under torchrun rank 0 alone records the run and mirrors it to W&B
+        results_dir / RECORDS_FILE if rank == 0 else None, cfg.tracking.wandb if rank == 0 else "disabled",
+        cfg.tracking.wandb_dir or results_dir / "wandb",
         cfg.tracking.project, run_id, to_dict(cfg), group=group,
         # data.num_labels sizes synthetic data only; real datasets are named instead
         name=(f"{cfg.method or cfg.model.classifier}-"
@@ -150,8 +179,15 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
         record["dataset"] = {"name": dataset.name, **dataset.stats()}
         record["num_labels"] = dataset.num_labels
         positive_fraction = dataset.train_y.nnz / max(1, dataset.num_train * dataset.num_labels)
-        model = build_model(cfg.model, dataset.num_features, dataset.num_labels, cfg.seed,
-                            positive_fraction, label_counts=dataset.train_y.column_counts())
+        parallel = None
+        if world > 1:  # this rank's classifier holds its label shard only
+            parallel = Parallel(label_shard(dataset.num_labels, rank, world))
+            record["distributed"] = {"world": world, "backend": dist.get_backend(),
+                                     "label_shards": [[shard.lo, shard.hi] for shard in
+                                                      (label_shard(dataset.num_labels, r, world) for r in range(world))],
+                                     "shard_init": os.environ.get(SHARD_INIT_ENV) or "own",
+                                     "memory": "rank 0's process and classifier shard"}
+        model = build_model_for(cfg, dataset, positive_fraction, parallel)
         model = model.to(device)
         if cfg.aux.scale > 0:
             aux, record["aux"] = build_aux(cfg, dataset, model, device)
@@ -159,14 +195,15 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
         record["propensity"] = propensity_parameters(cfg, dataset.name)
         inv_propensity = 1.0 / jain_propensity(dataset.train_y.column_counts(), dataset.num_train,
                                                record["propensity"]["A"], record["propensity"]["B"])
-        checkpoints = Checkpoints.of(cfg) if cfg.checkpoint.enabled else None
+        # checkpoints hold one process's state; a torchrun run is not checkpointed
+        checkpoints = Checkpoints.of(cfg) if cfg.checkpoint.enabled and parallel is None else None
         resume = None
         if checkpoints is not None and cfg.checkpoint.resume == "never":
             checkpoints.remove()  # starting afresh: an older attempt's files must not mix with ours
         elif checkpoints is not None and (resume := checkpoints.load_latest()) is not None:
             record["resumed_from"] = {"step": resume.state["step"], "path": str(resume.path)}
         result = train(model, dataset, cfg, device, tracker, inv_propensity, checkpoints,
-                       resume.state if resume is not None else None)
+                       resume.state if resume is not None else None, parallel)
         record.update(
             status="ok",
             metrics=result.metrics,
@@ -206,6 +243,8 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
     record["wall_time_s"] = time.time() - started
     record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
     tracker.finish(record)
-    if record["status"] == "ok" and cfg.checkpoint.enabled:  # recorded: a later run of this config starts afresh
+    if record["status"] == "ok" and cfg.checkpoint.enabled and world == 1:  # a later run starts afresh
         Checkpoints.of(cfg).remove()
+    if world > 1:
+        dist.destroy_process_group()
     return record

@@ -71,9 +71,10 @@ def _finite(value: Any) -> Any:
 class Tracker:
     """Collects a run's time series and writes its final record locally, then to W&B."""
 
-    def __init__(self, records_path: str | Path, wandb_mode: str, wandb_dir: str | Path,
+    def __init__(self, records_path: str | Path | None, wandb_mode: str, wandb_dir: str | Path,
                  project: str, run_id: str, config: dict, group: str = "", name: str = ""):
-        self.records_path = Path(records_path)
+        # None: write no record (the non-zero ranks of a torchrun run; rank 0 records it)
+        self.records_path = None if records_path is None else Path(records_path)
         self._wandb = None
         self.wandb_dir = None
         if wandb_mode != "disabled":
@@ -109,7 +110,8 @@ class Tracker:
         """Write the record locally first, then mirror its summary to W&B."""
         if self.wandb_dir:
             record["wandb_dir"] = self.wandb_dir
-        append_record(self.records_path, record)
+        if self.records_path is not None:
+            append_record(self.records_path, record)
         if self._wandb is None:
             return
         try:

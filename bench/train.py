@@ -153,10 +153,11 @@ def total_steps(cfg: RunConfig, num_train: int) -> tuple[int, int]:
 
 @torch.no_grad()
 def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device,
-             filtered=None, texts=None) -> tuple[dict, int, float]:
+             filtered=None, texts=None, parallel=None) -> tuple[dict, int, float]:
     """Streaming evaluation: per test batch only the top-k ids are kept. Returns
     (metrics, samples, seconds). ``filtered`` (CSR like ``y``) lists (point, label) pairs to
-    drop from the predictions before top-k (the XC label filters)."""
+    drop from the predictions before top-k (the XC label filters). With ``parallel`` every
+    rank scores the same batches on its label shard and the shards' top-k are merged."""
     model.eval()
     ks = tuple(k for k in KS if k <= cfg.eval.max_k) or (cfg.eval.max_k,)
     metrics = RankingMetrics(y.num_cols, ks=ks, inv_propensity=inv_propensity)
@@ -165,7 +166,10 @@ def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device,
         with watch:
             batch = batch.to(device)
             extra = 0 if filtered is None else int(filtered.take_rows(batch.rows).row_lengths().max(initial=0))
-            _, top_ids = model.classifier.topk(model.features(batch), min(max(ks) + extra, y.num_cols))
+            k = min(max(ks) + extra, y.num_cols)
+            features = model.features(batch)
+            _, top_ids = (model.classifier.topk(features, k) if parallel is None
+                          else parallel.topk(features, model.classifier, k))
             top_ids = top_ids.cpu().numpy()
         if filtered is not None:
             top_ids = drop_filtered(top_ids, filtered.take_rows(batch.rows), max(ks))
@@ -174,26 +178,30 @@ def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device,
     return metrics.compute(), x.num_rows, watch.seconds
 
 
-def make_rewirer(model, cfg: RunConfig, steps_total: int, classifier_optimizer):
+def make_rewirer(model, cfg: RunConfig, steps_total: int, classifier_optimizer, seed: int):
     """The DST rewirer for sparse classifiers, or None for static connectivity."""
     if cfg.dst.regrow == "none":
         return None
     from bench.dst import Rewirer
 
     try:
-        return Rewirer(model.classifier, cfg.dst, steps_total, classifier_optimizer, seed=cfg.seed)
+        return Rewirer(model.classifier, cfg.dst, steps_total, classifier_optimizer, seed=seed)
     except TypeError as err:
         raise ConfigError(f"dst.regrow={cfg.dst.regrow} needs a sparse classifier, "
                           f"but model.classifier={cfg.model.classifier}: {err}") from None
 
 
 def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.ndarray,
-          checkpoints: Checkpoints | None = None, resume: dict | None = None) -> TrainResult:
+          checkpoints: Checkpoints | None = None, resume: dict | None = None, parallel=None) -> TrainResult:
     """Train ``model``; with ``checkpoints``, write them as ``cfg.checkpoint`` says; with
-    ``resume`` (a checkpoint's state), continue from it."""
+    ``resume`` (a checkpoint's state), continue from it. With ``parallel``
+    (``bench.distributed.Parallel``, under torchrun) the classifier is this rank's label shard,
+    each rank encodes its share of every global batch, and the collective steps replace the
+    single-process ones (see ``bench.distributed``)."""
     steps_total, epochs = total_steps(cfg, dataset.num_train)
     optimizers = make_optimizers(model, cfg)
-    rewirer = make_rewirer(model, cfg, steps_total, optimizers[1])
+    rewirer = make_rewirer(model, cfg, steps_total, optimizers[1],
+                           seed=cfg.seed if parallel is None else parallel.seed(cfg.seed))
     schedule = warmup_cosine(steps_total, cfg.train.warmup_steps)
     aux_cutoff = aux_cutoff_fraction(cfg.aux, steps_total, num_batches(dataset.num_train, cfg.train.batch_size, False))
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
@@ -225,37 +233,51 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
         else:  # resumed: redraw the same permutation, then skip the batches already done
             shuffle_rng.bit_generator.state = progress.shuffle_state
         for batch in iterate_batches(dataset.train_x, dataset.train_y, cfg.train.batch_size, shuffle=True,
-                                     generator=shuffle_rng, texts=dataset.train_text, start=progress.batch):
+                                     generator=shuffle_rng, texts=dataset.train_text, start=progress.batch,
+                                     local_rows=None if parallel is None else parallel.local_rows):
             with watch:
                 batch = batch.to(device)
                 z = model.encoder(batch)  # [B, d]
                 h = model.head_input(z)  # [B, d], or [B, m] after an intermediate layer
-                loss = model.classifier.loss(h, batch.targets, fused=cfg.train.fused_loss)
+                if parallel is None:
+                    loss = model.classifier.loss(h, batch.targets, fused=cfg.train.fused_loss)
+                else:  # this shard's labels on the whole global batch
+                    loss = parallel.loss(h, model.classifier, batch.targets, fused=cfg.train.fused_loss)
                 alpha = 0.0 if model.aux is None else aux_weight(
                     result.steps, steps_total, cfg.aux.scale, aux_cutoff, cfg.aux.schedule)
                 main_loss = loss
                 if alpha > 0:  # after the cutoff the branch costs nothing
                     with aux_watch:
                         aux_loss = model.aux.loss(z, batch.targets)
+                        if parallel is not None:  # a local mean: its share of the global batch's
+                            aux_loss = aux_loss * parallel.batch_share
                     loss = (1.0 - alpha) * main_loss + alpha * aux_loss
                     result.aux_steps += 1
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if parallel is not None:  # the data-parallel parts: sum their ranks' gradients
+                    parallel.sum_grads(model.encoder, model.intermediate, model.aux)
                 for opt in optimizers:
                     opt.step()
                 for sched in schedulers:
                     sched.step()
                 # rewiring is part of training cost, so it runs inside the timed section
-                rewire = rewirer.maybe_rewire(result.steps + 1, h.detach(), batch.targets) if rewirer else None
+                rewire = None
+                if rewirer is not None and rewirer.schedule.due(result.steps + 1):
+                    inputs = (h.detach(), batch.targets) if parallel is None else \
+                        parallel.rewire_inputs(h.detach(), batch.targets)
+                    rewire = rewirer.rewire(result.steps + 1, *inputs)
             # gradient flow into the encoder (the gradients stay until the next step's zero_grad;
             # measured outside the timed section so it costs no throughput)
             encoder_norm = grad_norm(model.encoder)
+            if parallel is not None:  # every rank's share of the losses: the global ones, everywhere
+                main_loss, loss = parallel.sum_value(main_loss), parallel.sum_value(loss)
             value, total = main_loss.item(), loss.item()  # main: the task's loss, comparable across methods
             if not math.isfinite(total):  # raised before any checkpoint of this step is written
                 raise NonFiniteLoss(f"training loss became {total} at step {result.steps + 1}")
             result.steps += 1
-            result.train_samples += batch.targets.batch_size
+            result.train_samples += batch.targets.batch_size if parallel is None else parallel.global_batch
             progress.batch += 1
             progress.loss_sum, progress.loss_count = progress.loss_sum + value, progress.loss_count + 1
             progress.grad_norms.append(encoder_norm)
@@ -288,14 +310,16 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                                        "max": max(norms), "last": norms[-1]}}
         if cfg.eval.every_epoch or last:
             metrics, samples, seconds = evaluate(model, dataset.test_x, dataset.test_y, cfg, inv_propensity, device,
-                                                 filtered=dataset.test_filter, texts=dataset.test_text)
+                                                 filtered=dataset.test_filter, texts=dataset.test_text,
+                                                 parallel=parallel)
             entry["metrics"] = metrics
             result.metrics, result.eval_samples, result.eval_seconds = metrics, samples, seconds
             tracker.log({f"test/{k}": v for k, v in metrics.items()} | {"epoch": epoch}, step=result.steps)
         result.epochs.append(entry)
         summary = " ".join(f"{k}={v:.4f}" for k, v in entry.get("metrics", {}).items() if k.startswith("P@"))
-        print(f"  epoch {epoch}/{epochs} step {result.steps} loss {result.final_loss:.4f} {summary}",
-              file=sys.stderr, flush=True)
+        if parallel is None or parallel.is_main:
+            print(f"  epoch {epoch}/{epochs} step {result.steps} loss {result.final_loss:.4f} {summary}",
+                  file=sys.stderr, flush=True)
         if last:  # no checkpoint: the record follows at once
             break
         progress = Progress(epoch + 1, shuffle_state=shuffle_rng.bit_generator.state)

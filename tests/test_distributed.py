@@ -1,7 +1,11 @@
 """Label-sharded classifier + data-parallel encoder on 2 gloo processes equals one process on
-the same global batch (loss, encoder gradients, classifier gradients, top-k)."""
+the same global batch (loss, encoder gradients, classifier gradients, top-k); and whole runs
+under torchrun from the CLI."""
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from bench import create_classifier
-from bench.distributed import label_shard, sharded_loss, sharded_topk, sum_encoder_grads
+from bench.distributed import keep_label_rows, label_shard, sharded_loss, sharded_topk, sum_encoder_grads
 from bench.sparse import SparseTargets
 
 D, L, B, IN = 12, 23, 10, 7  # L odd: unequal shards; B split 6 + 4
@@ -31,10 +35,7 @@ def _targets(labels):
 
 def _shard_of(classifier, name, shard):
     part = create_classifier(name, D, shard.num_labels, **({"fan_in": 4} if name == "ffi" else {}))
-    with torch.no_grad():
-        for (key, full), (_, mine) in zip(classifier.state_dict().items(), part.state_dict().items()):
-            mine.copy_(full[shard.lo : shard.hi])  # every label tensor has L first
-    return part
+    return keep_label_rows(classifier, part, shard)
 
 
 def _worker(rank, world, name, init_file, out_dir):
@@ -76,3 +77,47 @@ def test_two_gloo_ranks_equal_one_process(name, tmp_path):
     for got in ranks:
         assert torch.equal(got["topk"][1], ids)
         torch.testing.assert_close(got["topk"][0], scores)
+
+
+# --- whole runs: `torchrun --nproc_per_node 2 -m bench.cli run ...` on CPU (gloo) ---------------
+
+
+def _torchrun(overrides, env=None):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "bench.cli", "run", *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def _records(tmp_path):
+    return [json.loads(line) for line in (tmp_path / "results" / "runs.jsonl").read_text().splitlines()]
+
+
+def test_torchrun_run_equals_one_process(tiny_overrides, tmp_path):
+    """With every rank cutting its shard from the full layer (XMC_SHARD_INIT=full), 2 ranks
+    train what one process trains: same losses (up to float summation order), same metrics."""
+    from bench.cli import main
+
+    overrides = [*tiny_overrides, "method=ffi-static", "train.epochs=2"]
+    _torchrun(overrides, {"XMC_SHARD_INIT": "full"})
+    assert main(["run", *overrides]) == 0
+    two, one = _records(tmp_path)
+    assert two["distributed"]["world"] == 2 and two["distributed"]["label_shards"] == [[0, 32], [32, 64]]
+    assert "distributed" not in one
+    assert [e["train_loss"] for e in two["epochs"]] == pytest.approx([e["train_loss"] for e in one["epochs"]],
+                                                                     rel=1e-6)
+    assert two["metrics"] == pytest.approx(one["metrics"], abs=1e-9)
+    assert two["memory"]["classifier"]["total"] * 2 == one["memory"]["classifier"]["total"]  # half the labels
+
+
+def test_torchrun_run_with_rigl_and_aux(tiny_overrides, tmp_path):
+    """Shards initialised on their own, RigL rewiring from the gathered features, the aux branch
+    data-parallel: one ok record (rank 0's), every rewire logged, the aux branch on."""
+    _torchrun([*tiny_overrides, "method=ffi-rigl", "aux.scale=0.4", "aux.num_clusters=8", "dst.interval=2",
+               "train.epochs=2"])
+    (record,) = _records(tmp_path)
+    assert record["status"] == "ok" and record["distributed"]["shard_init"] == "own"
+    assert record["aux"]["active_steps"] > 0 and len(record["dst"]["rewires"]) >= 3
+    assert record["steps"] == 14 and 0 < record["metrics"]["P@1"] <= 1

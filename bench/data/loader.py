@@ -74,11 +74,13 @@ def iterate_batches(
     drop_last: bool = False,
     texts=None,
     start: int = 0,
+    local_rows=None,
 ) -> Iterator[Batch]:
     """One epoch of batches over the rows of ``x`` and ``y``; every row appears exactly once
     (the last, short batch is skipped when ``drop_last``). ``shuffle`` draws the order from
     ``generator`` — pass one to make the order reproducible (``None``: a fresh unseeded one).
-    ``start``: skip the epoch's first batches (a resumed run; the order is drawn all the same)."""
+    ``start``: skip the epoch's first batches (a resumed run; the order is drawn all the same).
+    ``local_rows``: maps a batch's rows to this process's share of them (data-parallel runs)."""
     if x.num_rows != y.num_rows:
         raise ConfigError(f"features have {x.num_rows} rows but labels have {y.num_rows}; expected equal")
     count = num_batches(x.num_rows, batch_size, drop_last)
@@ -87,4 +89,5 @@ def iterate_batches(
     else:
         order = np.arange(x.num_rows, dtype=np.int64)
     for b in range(start, count):
-        yield make_batch(x, y, order[b * batch_size : (b + 1) * batch_size], texts)
+        rows = order[b * batch_size : (b + 1) * batch_size]
+        yield make_batch(x, y, rows if local_rows is None else local_rows(rows), texts)
