@@ -218,13 +218,32 @@ def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+NOT_IN_HASH = ("results_dir", "tracking", "checkpoint")
+
+
 def config_hash(cfg: RunConfig) -> str:
     """Stable identity of a resolved config: runs with the same hash are the same experiment.
     Where records go, how they are mirrored and checkpointed (``results_dir``, ``tracking``,
     ``checkpoint``) is not part of it: a resumed run is the same experiment."""
-    values = {k: v for k, v in to_dict(cfg).items() if k not in ("results_dir", "tracking", "checkpoint")}
-    blob = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return config_dict_hash(to_dict(cfg))
+
+
+def config_dict_hash(values: dict) -> str:
+    """``config_hash`` of a config as a record stores it (``to_dict`` output, of any version).
+
+    Only the values that differ from today's defaults are hashed, so adding a config field
+    whose default keeps the old behaviour leaves every earlier hash, and every recorded run,
+    valid: an old record simply lacks the field, which reads as its default."""
+    defaults = _default_flat()
+    changed = {k: v for k, v in flatten(values).items()
+               if k.split(".")[0] not in NOT_IN_HASH and (k not in defaults or defaults[k] != v)}
+    blob = json.dumps(changed, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def _default_flat() -> dict[str, Any]:
+    return flatten(to_dict(RunConfig()))
 
 
 def parse_override(text: str) -> tuple[str, str]:

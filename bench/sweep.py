@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.config import config_hash, flatten, resolve, to_dict
+from bench.config import config_dict_hash, config_hash, flatten, resolve, to_dict
 from bench.errors import ConfigError
 from bench.experiment import new_run_id
 from bench.tracking import RECORDS_FILE, append_record, read_records
@@ -120,8 +120,11 @@ def list_sweeps() -> list[str]:
 
 
 def finished_hashes(results_dir: str | Path) -> set[str]:
-    return {r["config_hash"] for r in read_records(Path(results_dir) / RECORDS_FILE)
-            if r.get("status") == "ok" and "config_hash" in r}
+    """Hashes of the configs with an ``ok`` record, recomputed from each record's config with
+    today's ``config_hash`` (records written before a config field existed still count)."""
+    return {config_dict_hash(r["config"]) if isinstance(r.get("config"), dict) else r["config_hash"]
+            for r in read_records(Path(results_dir) / RECORDS_FILE)
+            if r.get("status") == "ok" and ("config" in r or "config_hash" in r)}
 
 
 def unfinished(runs: list[list[str]], configs: list) -> list[list[str]]:

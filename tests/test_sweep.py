@@ -68,3 +68,20 @@ def test_sweep_list(capsys):
     out = capsys.readouterr().out
     for name in ("default", "label-scaling", "fan-in", "rewire-ablation"):
         assert name in out
+
+
+def test_records_from_before_a_new_config_field_still_count_as_finished(tmp_path):
+    """A field added later with a default that keeps the old behaviour must not orphan the
+    records written before it existed: an old record's config simply lacks the field."""
+    from bench.config import config_dict_hash, config_hash, to_dict
+    from bench.sweep import finished_hashes
+    from bench.tracking import append_record
+
+    cfg = resolve(["method=ffi-set-aux", "data.num_labels=2048", f"results_dir={tmp_path}"])
+    old = to_dict(cfg)
+    del old["aux"]["centroids"], old["model"]["group_order"]  # as a record written before them stores it
+    assert config_dict_hash(old) == config_hash(cfg)
+    assert config_hash(cfg) != config_hash(resolve(["method=ffi-set-aux", "data.num_labels=2048", "aux.centroids=encoder"]))
+    assert config_hash(cfg) == config_hash(resolve(["method=ffi-set-aux", "data.num_labels=2048", "results_dir=x"]))
+    append_record(tmp_path / "runs.jsonl", {"status": "ok", "config": old, "config_hash": "from-an-older-version"})
+    assert finished_hashes(tmp_path) == {config_hash(cfg)}
