@@ -55,6 +55,7 @@ class ModelConfig:
     group_order: str = "contiguous"  # ffi-group: groups of contiguous label ids | cluster (labels renumbered so each group is a label cluster)
     head_labels: int = 0  # head-tail: labels in the dense head, the most frequent (0: chosen by head_fraction)
     head_fraction: float = 0.5  # head-tail: the head is the fewest most frequent labels holding this fraction of training positives
+    tail: str = "ffi"  # head-tail: the tail layer, ffi | ffi-group (its labels share inputs in groups of model.group_size)
     label_chunk: int = 16384  # labels per slice in streaming top-k inference
     bias_init: str = "prior"  # classifier bias: `prior` (logit of the mean label frequency) or `zero`
     intermediate: int = 0  # size of a dense layer between encoder and classifier (0: none); the classifier then takes this size
@@ -161,6 +162,7 @@ CHOICES = {
     "aux.schedule": ("cosine", "linear", "constant"),
     "aux.cutoff_unit": ("fraction", "epochs"),
     "model.group_order": ("contiguous", "cluster"),
+    "model.tail": ("ffi", "ffi-group"),
     "aux.centroids": ("tfidf", "encoder"),
     "tracking.wandb": ("offline", "online", "disabled"),
     "checkpoint.resume": ("auto", "never"),

@@ -54,3 +54,6 @@ register_method("head-tail-set",
                 "dense head for the most frequent labels (model.head_labels or model.head_fraction of positives), "
                 "ffi tail rewired with SET",
                 **{"model.classifier": "head-tail", **_SET})
+register_method("head-tail-group-set",
+                "head-tail-set whose tail is ffi-group (tail labels share inputs in groups of model.group_size)",
+                **{"model.classifier": "head-tail", "model.tail": "ffi-group", **_SET})

@@ -210,3 +210,48 @@ def test_cluster_groups_need_the_group_classifier():
 
     with pytest.raises(ConfigError, match="group_order"):
         resolve(["method=ffi-set", "model.group_order=cluster"])
+
+
+# --- head-tail with an ffi-group tail ----------------------------------------------------------
+
+
+def test_head_tail_group_tail_equals_ffi_with_repeated_group_ids():
+    counts = np.array([5, 0, 9, 1, 7, 2, 0, 8, 3, 4, 6])
+    clf = HeadTailClassifier(D, 11, fan_in=4, head_labels=3, label_counts=counts, seed=0, tail="ffi-group",
+                             group_size=3)
+    assert clf.tail_group_indices.shape == (3, 4)  # 8 tail rows in groups of 3 (the last ragged)
+    assert not hasattr(clf, "tail_indices")
+    h = torch.randn(B, D)
+    with torch.no_grad():
+        clf.bias.normal_()
+        full = clf(h)
+        tail = [label for label in range(11) if label not in (2, 4, 7)]  # the 3 most frequent are the head
+        repeated = clf.tail_group_indices.repeat_interleave(3, dim=0)[:8]
+        want = reference.ffi_forward(h, clf.tail_values, repeated)
+        torch.testing.assert_close(full[:, tail], want + clf.bias[tail])
+        torch.testing.assert_close(clf.logits(h, 2, 9), full[:, 2:9])
+    ffi_tail = HeadTailClassifier(D, 11, fan_in=4, head_labels=3, label_counts=counts, seed=0)
+    assert clf.memory_bytes()["indices"] < ffi_tail.memory_bytes()["indices"]
+
+
+def test_head_tail_group_tail_set_rewires_groups_only():
+    clf = HeadTailClassifier(D, 40, fan_in=5, head_labels=4, seed=1, tail="ffi-group", group_size=4)
+    opt = _momentum_optimizer(clf)
+    head, ids = clf.head_weight.detach().clone(), clf.tail_group_indices.clone()
+    cfg = DSTConfig(regrow="random", fraction=0.4, interval=1, start=0.0, end=1.0, decay="constant")
+    stats = Rewirer(clf, cfg, total_steps=10, optimizer=opt, seed=0).rewire(0)
+    assert stats["connections_changed"] == 9 * 2  # 36 tail rows = 9 groups, 2 of 5 inputs each
+    clf.check_connectivity()
+    assert torch.equal(clf.head_weight, head) and not torch.equal(clf.tail_group_indices, ids)
+    with pytest.raises(TypeError, match="SET only"):
+        Rewirer(clf, DSTConfig(regrow="gradient"), total_steps=10).rewire(0, torch.randn(B, D), targets(40))
+
+
+def test_head_tail_group_set_from_the_cli(tiny_overrides, tmp_path):
+    from bench.cli import main
+    from bench.tracking import read_records
+
+    assert main(["run", *tiny_overrides, "method=head-tail-group-set", "model.group_size=4", "dst.interval=2"]) == 0
+    (record,) = read_records(tmp_path / "results" / "runs.jsonl")
+    assert record["status"] == "ok" and record["config"]["model"]["tail"] == "ffi-group"
+    assert record["dst"]["connections_changed"] > 0

@@ -11,7 +11,11 @@ Storage: ``head_weight [H, d]`` (dense), ``tail_values [T, k]`` + ``tail_indices
 (int16 when d < 32768), one ``bias [L]`` and ``slot [L]`` int32 in the original label order
 (``slot ≥ 0``: the label's tail row; ``slot < 0``: head row ``−1 − slot``). Both are indexed by
 label, so the fused loss slices them with each chunk and ``logits(h, lo, hi)`` serves any slice
-in the original order.
+in the original order. With ``tail="ffi-group"`` the tail rows share inputs in groups of
+``group_size`` consecutive rows (``tail_group_indices [ceil(T/g), k]``, index memory / g; the
+rows keep their label order, so with ``model.group_order=cluster``-style numbering a group is
+a run of neighbouring labels); a tail row's ids are its group's, so the ffi kernel runs on
+them as on repeated rows, and SET rewires the groups as ``ffi-group`` does.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from torch import nn
 
 from bench.classifiers.base import Classifier, dense_memory_bytes
 from bench.classifiers.fixed_fan_in import FixedFanInClassifier, _float_dtype, random_fan_in_indices
+from bench.classifiers.group_fan_in import GroupFanInClassifier
 from bench.errors import ConfigError
 from bench.kernels import fixed_fan_in
 from bench.registry import register_classifier
@@ -53,11 +58,11 @@ def head_label_ids(num_labels: int, head_labels: int = 0, head_fraction: float =
 
 
 class HeadTailClassifier(Classifier):
-    label_independent = ("head_weight", "tail_values", "tail_indices")
+    label_independent = ("head_weight", "tail_values", "tail_indices", "tail_group_indices")
 
     def __init__(self, in_features: int, num_labels: int, fan_in: int, head_labels: int = 0,
                  head_fraction: float = 0.5, label_counts=None, seed: int = 0,
-                 dtype: torch.dtype | str = torch.float32):
+                 dtype: torch.dtype | str = torch.float32, tail: str = "ffi", group_size: int = 32):
         super().__init__()
         if isinstance(fan_in, bool) or not isinstance(fan_in, numbers.Integral) or not 1 <= fan_in <= in_features:
             raise ConfigError(f"head-tail classifier: 'fan_in' must be an integer in [1, {in_features}] "
@@ -66,6 +71,10 @@ class HeadTailClassifier(Classifier):
             raise ConfigError(f"head-tail classifier: 'head_labels' must be an integer >= 0, got {head_labels!r}")
         if not isinstance(head_fraction, numbers.Real) or not 0.0 <= head_fraction <= 1.0:
             raise ConfigError(f"head-tail classifier: 'head_fraction' must be in [0, 1], got {head_fraction!r}")
+        if tail not in ("ffi", "ffi-group"):
+            raise ConfigError(f"head-tail classifier: 'tail' must be ffi or ffi-group, got {tail!r}")
+        if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral) or group_size < 1:
+            raise ConfigError(f"head-tail classifier: 'group_size' must be a positive integer, got {group_size!r}")
         dtype = _float_dtype(dtype)
         self.in_features, self.num_labels, self.fan_in = in_features, num_labels, int(fan_in)
         head = head_label_ids(num_labels, head_labels, head_fraction, label_counts)
@@ -77,8 +86,10 @@ class HeadTailClassifier(Classifier):
         slot[~is_head] = torch.arange(self.num_tail, dtype=torch.int32)
         self.register_buffer("slot", slot)
         generator = torch.Generator().manual_seed(seed)
-        self.register_buffer("tail_indices",  # [T, k]
-                             random_fan_in_indices(self.num_tail, in_features, self.fan_in, generator))
+        self.tail_group_size = group_size if tail == "ffi-group" else 1
+        rows = -(-self.num_tail // self.tail_group_size)  # [T, k], or [ceil(T/g), k] shared by groups
+        self.register_buffer("tail_group_indices" if tail == "ffi-group" else "tail_indices",
+                             random_fan_in_indices(rows, in_features, self.fan_in, generator))
         bound = 1.0 / math.sqrt(self.fan_in)
         tail = torch.empty(self.num_tail, self.fan_in).uniform_(-bound, bound, generator=generator)
         self.tail_values = nn.Parameter(tail.to(dtype))  # [T, k]
@@ -97,7 +108,7 @@ class HeadTailClassifier(Classifier):
         if not head.all():
             cols = (~head).nonzero().squeeze(1)
             rows = slot[cols]
-            out[:, cols] = fixed_fan_in(h, self.tail_values[rows], self.tail_indices[rows]).to(out.dtype)
+            out[:, cols] = fixed_fan_in(h, self.tail_values[rows], self.tail_ids(rows)).to(out.dtype)
         return out + self.bias[lo:hi]
 
     def memory_bytes(self, optimizer_slots: int = 1) -> dict[str, int]:
@@ -105,13 +116,22 @@ class HeadTailClassifier(Classifier):
         return dense_memory_bytes(self.parameters(), optimizer_slots,
                                   index_bytes=sum(b.numel() * b.element_size() for b in self.buffers()))
 
+    def tail_ids(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[n, k]`` input ids of tail rows ``rows`` (a grouped tail: their groups')."""
+        if self.tail_group_size == 1:
+            return self.tail_indices[rows]
+        return self.tail_group_indices[torch.div(rows, self.tail_group_size, rounding_mode="floor")]
+
     def tail_view(self):
-        """The tail as an ffi layer of ``T`` labels (what DST and the connectivity check read)."""
-        return _TailView(self)
+        """The tail as an ffi layer of ``T`` labels, or an ffi-group layer of ``T`` labels in
+        groups (what DST and the connectivity check read)."""
+        return _TailView(self) if self.tail_group_size == 1 else _GroupTailView(self)
 
     @torch.no_grad()
     def check_connectivity(self) -> None:
-        FixedFanInClassifier.check_connectivity(self.tail_view())
+        view = self.tail_view()
+        (FixedFanInClassifier.check_connectivity if self.tail_group_size == 1
+         else GroupFanInClassifier.check_connectivity)(view)
 
 
 class _TailView:
@@ -120,8 +140,17 @@ class _TailView:
         self.num_labels, self.in_features, self.fan_in = clf.num_tail, clf.in_features, clf.fan_in
 
 
+class _GroupTailView:
+    def __init__(self, clf: HeadTailClassifier):
+        self.values, self.group_indices, self.group_size = clf.tail_values, clf.tail_group_indices, clf.tail_group_size
+        self.num_labels, self.in_features, self.fan_in = clf.num_tail, clf.in_features, clf.fan_in
+        self.num_groups = clf.tail_group_indices.shape[0]
+
+
 @register_classifier("head-tail")
 def head_tail(in_features: int, num_labels: int, fan_in: int = 32, head_labels: int = 0, head_fraction: float = 0.5,
-              label_counts=None, seed: int = 0, dtype: torch.dtype | str = torch.float32) -> HeadTailClassifier:
+              label_counts=None, seed: int = 0, dtype: torch.dtype | str = torch.float32, tail: str = "ffi",
+              group_size: int = 32) -> HeadTailClassifier:
     return HeadTailClassifier(in_features, num_labels, fan_in=fan_in, head_labels=head_labels,
-                              head_fraction=head_fraction, label_counts=label_counts, seed=seed, dtype=dtype)
+                              head_fraction=head_fraction, label_counts=label_counts, seed=seed, dtype=dtype,
+                              tail=tail, group_size=group_size)

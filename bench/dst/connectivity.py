@@ -26,7 +26,7 @@ from bench.classifiers.group_fan_in import GroupFanInClassifier
 from bench.classifiers.head_tail import HeadTailClassifier
 from bench.classifiers.masked import MaskedClassifier
 
-_ADAPTERS: dict[type, type] = {}
+_ADAPTERS: dict[type, object] = {}  # classifier type -> adapter class (or factory)
 
 
 def register_connectivity(classifier_type: type):
@@ -165,14 +165,28 @@ class GroupFanInConnectivity:
 
 
 @register_connectivity(HeadTailClassifier)
+def head_tail_connectivity(clf: HeadTailClassifier):
+    """The tail is an ffi layer of ``T`` labels, or an ffi-group layer; the dense head is not
+    rewired. Rows are tail rows (or groups of them), not label ids, so RigL (which scores rows
+    through label slices) is not supported."""
+    return HeadTailConnectivity(clf) if clf.tail_group_size == 1 else HeadTailGroupConnectivity(clf)
+
+
+def _no_rigl(*_):
+    raise TypeError("head-tail: the tail is rewired with SET only (dst.regrow=random); "
+                    "gradient (RigL) regrowth is not supported for it")
+
+
 class HeadTailConnectivity(FixedFanInConnectivity):
-    """The tail is an ffi layer of ``T`` labels; the dense head is not rewired. Rows are tail
-    rows, not label ids, so RigL (which scores rows through label slices) is not supported."""
+    gradient_scores = _no_rigl
 
     def __init__(self, clf: HeadTailClassifier):
         self.clf = clf.tail_view()
         self.num_labels, self.in_features, self.param = clf.num_tail, clf.in_features, clf.tail_values
 
-    def gradient_scores(self, lo, hi, h, targets):
-        raise TypeError("head-tail: the tail is rewired with SET only (dst.regrow=random); "
-                        "gradient (RigL) regrowth is not supported for it")
+
+class HeadTailGroupConnectivity(GroupFanInConnectivity):
+    gradient_scores = _no_rigl
+
+    def __init__(self, clf: HeadTailClassifier):
+        super().__init__(clf.tail_view())

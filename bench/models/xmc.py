@@ -61,6 +61,7 @@ def classifier_options(cfg: ModelConfig, seed: int, in_features: int | None = No
         "group_size": cfg.group_size,
         "head_labels": cfg.head_labels,
         "head_fraction": cfg.head_fraction,
+        "tail": cfg.tail,
         "label_counts": label_counts,
     }
 
