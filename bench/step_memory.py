@@ -54,7 +54,9 @@ def measure_step(layer: str, num_labels: int, fan_in: int, dim: int, batch: int,
     optimizer = torch.optim.SGD(clf.parameters(), lr=0.1, momentum=0.9)
     t0 = time.perf_counter()
     for _ in range(steps):  # the first step allocates the momentum buffers
-        optimizer.zero_grad(set_to_none=False)
+        # as train.py does: with set_to_none=False autograd would add a new [L, k] gradient
+        # into the old one, holding both for a moment
+        optimizer.zero_grad(set_to_none=True)
         h.grad = None
         clf.loss(h, targets, fused=fused).backward()
         optimizer.step()
