@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bench.kernels import cpu, fixed_fan_in, reference, select_backend
+from helpers import assert_kernel_close as check
 
 pytestmark = pytest.mark.skipif(cpu.library() is None, reason="no C compiler: the CPU backend is unavailable")
 
@@ -24,15 +25,6 @@ SHAPES = [  # (B, d, L, k)
     (200, 300, 17, 33),  # 128 + 64 + 8
     (3, 9, 1, 3),
 ]
-
-
-def check(got, want, dtype):
-    assert got.dtype == dtype and got.shape == want.shape
-    if dtype == torch.float32:
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
-    else:
-        scale = want.float().abs().max().item()
-        torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2 * scale)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -31,57 +31,20 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-import warnings
-from pathlib import Path
 
 import torch
 
-from bench.kernels import reference
+from bench.kernels import native, reference
+from bench.kernels.native import CACHE_ENV, PREAMBLE  # noqa: F401 — CACHE_ENV: where the library is kept
 from bench.kernels.ops import register_backend
 
-SOURCE = r"""
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <pthread.h>
-
-typedef float vf __attribute__((vector_size(64)));  /* 16 floats: one AVX-512 register */
+SOURCE = PREAMBLE + r"""
 #define LT 16   /* labels per tile */
-#define MAX_THREADS 256
-
-static inline vf ld(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
-static inline void st(float *p, vf v) { memcpy(p, &v, sizeof v); }
-static inline float hsum(vf v) { float s = 0; for (int i = 0; i < 16; i++) s += v[i]; return s; }
 
 typedef struct {
     const float *xt, *v, *g; const void *idx; float *out;
     int64_t B, L, k, d;
 } args_t;
-
-typedef void (*work_fn)(const args_t *, int64_t, int64_t, int);
-typedef struct { work_fn fn; const args_t *a; int64_t lo, hi; int tid; } job_t;
-
-static void *trampoline(void *p) { job_t *j = p; j->fn(j->a, j->lo, j->hi, j->tid); return NULL; }
-
-/* Split tiles [0, n) into nt contiguous ranges; thread 0 is the caller. */
-static void parallel(work_fn fn, const args_t *a, int64_t n, int nt) {
-    if (nt > n) nt = (int)n;
-    if (nt > MAX_THREADS) nt = MAX_THREADS;
-    if (nt < 1) nt = 1;
-    pthread_t th[MAX_THREADS]; job_t jobs[MAX_THREADS]; int started[MAX_THREADS];
-    for (int t = 0; t < nt; t++) {
-        jobs[t] = (job_t){fn, a, n * t / nt, n * (t + 1) / nt, t};
-        started[t] = t > 0 && pthread_create(&th[t], NULL, trampoline, &jobs[t]) == 0;
-        if (t > 0 && !started[t]) trampoline(&jobs[t]);  /* no thread: run it here */
-    }
-    trampoline(&jobs[0]);
-    for (int t = 1; t < nt; t++) if (started[t]) pthread_join(th[t], NULL);
-}
 
 /* Copy the tile's columns of g [B, L] into gt [LT, B]. */
 static void load_tile(const args_t *a, int64_t l0, int64_t nl, float *gt) {
@@ -92,7 +55,8 @@ static void load_tile(const args_t *a, int64_t l0, int64_t nl, float *gt) {
 }
 
 #define DEFINE_KERNELS(IT, SUFFIX)                                                              \
-static void fwd_##SUFFIX(const args_t *a, int64_t lo, int64_t hi, int tid) {                   \
+static void fwd_##SUFFIX(const void *args, int64_t lo, int64_t hi, int tid) {                   \
+    const args_t *a = args;                                                                     \
     const int64_t B = a->B, L = a->L, k = a->k;                                                 \
     float *tile = malloc(sizeof(float) * LT * B);                                               \
     for (int64_t tl = lo; tl < hi; tl++) {                                                      \
@@ -137,7 +101,8 @@ static void fwd_##SUFFIX(const args_t *a, int64_t lo, int64_t hi, int tid) {    
     }                                                                                           \
     free(tile);                                                                                 \
 }                                                                                               \
-static void gv_##SUFFIX(const args_t *a, int64_t lo, int64_t hi, int tid) {                    \
+static void gv_##SUFFIX(const void *args, int64_t lo, int64_t hi, int tid) {                    \
+    const args_t *a = args;                                                                     \
     const int64_t B = a->B, L = a->L, k = a->k;                                                 \
     float *gt = malloc(sizeof(float) * LT * B);                                                 \
     for (int64_t tl = lo; tl < hi; tl++) {                                                      \
@@ -162,7 +127,8 @@ static void gv_##SUFFIX(const args_t *a, int64_t lo, int64_t hi, int tid) {     
     }                                                                                           \
     free(gt);                                                                                   \
 }                                                                                               \
-static void gx_##SUFFIX(const args_t *a, int64_t lo, int64_t hi, int tid) {                    \
+static void gx_##SUFFIX(const void *args, int64_t lo, int64_t hi, int tid) {                    \
+    const args_t *a = args;                                                                     \
     const int64_t B = a->B, L = a->L, k = a->k;                                                 \
     float *buf = a->out + (int64_t)tid * a->d * B;  /* this thread's [d, B] */                  \
     memset(buf, 0, sizeof(float) * a->d * B);                                                   \
@@ -221,66 +187,18 @@ void ffi_grad_input(const float *g, const float *v, const void *idx, int idx_byt
 }
 
 /* how many partial buffers ffi_grad_input will write for these sizes */
-int ffi_threads_used(int64_t L, int nt) {
-    int64_t n = tiles(L);
-    if (nt > n) nt = (int)n;
-    if (nt > MAX_THREADS) nt = MAX_THREADS;
-    return nt < 1 ? 1 : nt;
-}
+int ffi_threads_used(int64_t L, int nt) { return threads_for(tiles(L), nt); }
 """
-
-FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread", "-std=gnu11"]
-CACHE_ENV = "XMC_KERNEL_CACHE"  # where the built library is kept (default ~/.cache/xmc-dst-bench/kernels)
-
-
-def _cpu_signature() -> str:
-    """The CPU's feature flags: the build uses -march=native, so a cached library must not move
-    to a machine with other instructions."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
-def _build() -> Path:
-    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    if compiler is None:
-        raise RuntimeError("no C compiler found (install gcc, or set CC)")
-    key = hashlib.sha256("\0".join([SOURCE, compiler, *FLAGS, _cpu_signature()]).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xmc-dst-bench" / "kernels")
-    target = cache / f"ffi_cpu-{key}.so"
-    if target.exists():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        src, lib = Path(tmp) / "ffi_cpu.c", Path(tmp) / "ffi_cpu.so"
-        src.write_text(SOURCE)
-        run = subprocess.run([compiler, *FLAGS, str(src), "-o", str(lib)], capture_output=True, text=True)
-        if run.returncode != 0:
-            raise RuntimeError(f"{compiler} failed:\n{run.stderr[-2000:]}")
-        os.replace(lib, target)  # atomic: concurrent builders leave one complete file
-    return target
-
 
 @functools.lru_cache(maxsize=None)
 def library() -> ctypes.CDLL | None:
     """The compiled kernels, built on first use; ``None`` (with one warning) if that fails."""
-    try:
-        lib = ctypes.CDLL(str(_build()))
-    except Exception as err:  # noqa: BLE001 — any failure means: fall back, and say why
-        warnings.warn(f"fixed fan-in CPU backend unavailable, using the slow pure-torch reference "
-                      f"instead: {err}", RuntimeWarning, stacklevel=2)
-        return None
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    for name in ("ffi_forward", "ffi_grad_values", "ffi_grad_input"):
-        getattr(lib, name).argtypes = [ptr, ptr, ptr, ctypes.c_int, ptr, i64, i64, i64, i64, ctypes.c_int]
-        getattr(lib, name).restype = None
-    lib.ffi_threads_used.argtypes, lib.ffi_threads_used.restype = [i64, ctypes.c_int], ctypes.c_int
+    lib = native.load("ffi_cpu", SOURCE, "fixed fan-in")
+    if lib is not None:
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        native.declare(lib, ("ffi_forward", "ffi_grad_values", "ffi_grad_input"),
+                       [ptr, ptr, ptr, ctypes.c_int, ptr, i64, i64, i64, i64, ctypes.c_int])
+        native.declare(lib, ("ffi_threads_used",), [i64, ctypes.c_int], ctypes.c_int)
     return lib
 
 

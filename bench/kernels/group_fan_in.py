@@ -14,12 +14,20 @@ Work is chunked over groups so that the gathered block stays under ``WORK_ELEMEN
 ``[B, L, k]`` tensor and no dense ``[L, d]`` weight exists. Math runs in float32 (float64 stays
 float64) and results come back in the input dtype. ``num_labels`` may be any value ≤ G·g: the
 last group may be ragged (fewer than g labels).
+
+The functions here are the reference; CPU float32/bfloat16 tensors run the compiled kernels of
+``bench.kernels.cpu_group`` (a register-blocked GEMM per group, no ``[L, B]`` intermediate) when
+the C compiler is there. ``backend="reference"``, ``with use_backend("reference"):`` or
+``XMC_FFI_BACKEND=reference`` force this reference, as for ``fixed_fan_in``.
 """
 
 from __future__ import annotations
 
 import torch
 
+from bench.errors import ConfigError
+from bench.kernels import cpu_group
+from bench.kernels.ops import forced_backend
 from bench.kernels.reference import WORK_ELEMENTS, _acc_dtype
 
 
@@ -83,26 +91,43 @@ def group_grads(grad_out, x, values, group_indices, group_size, want_x=True, wan
     return grad_x, grad_v.to(values.dtype) if want_values else None
 
 
+def select_group_backend(x: torch.Tensor, values: torch.Tensor, backend: str | None = None) -> str:
+    """``"cpu"`` (compiled) or ``"reference"``: the implementation ``group_fan_in`` runs on."""
+    forced = forced_backend(backend)
+    if forced == "reference":
+        return "reference"
+    if cpu_group.available(x, values):
+        return "cpu"
+    if forced == "cpu":
+        raise ConfigError(f"group fan-in backend 'cpu' cannot run on {x.device} / {x.dtype}, {values.dtype}")
+    return "reference"  # any other forced name (a GPU backend) has no group kernel: the reference runs
+
+
+_IMPLEMENTATIONS = {"reference": (group_forward, group_grads), "cpu": (cpu_group.group_forward, cpu_group.group_grads)}
+
+
 class _GroupFanIn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, values, group_indices, group_size):
+    def forward(ctx, x, values, group_indices, group_size, backend_name):
         ctx.save_for_backward(x, values, group_indices)
-        ctx.group_size = group_size
-        return group_forward(x, values, group_indices, group_size)
+        ctx.group_size, ctx.backend_name = group_size, backend_name  # backward runs where the forward did
+        return _IMPLEMENTATIONS[backend_name][0](x, values, group_indices, group_size)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, values, group_indices = ctx.saved_tensors
-        grad_x, grad_v = group_grads(grad_out, x, values, group_indices, ctx.group_size,
-                                     ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-        return grad_x, grad_v, None, None
+        grads = _IMPLEMENTATIONS[ctx.backend_name][1]
+        grad_x, grad_v = grads(grad_out, x, values, group_indices, ctx.group_size,
+                               ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        return grad_x, grad_v, None, None, None
 
 
-def group_fan_in(x: torch.Tensor, values: torch.Tensor, group_indices: torch.Tensor, group_size: int) -> torch.Tensor:
+def group_fan_in(x: torch.Tensor, values: torch.Tensor, group_indices: torch.Tensor, group_size: int,
+                 backend: str | None = None) -> torch.Tensor:
     """``out[b, l] = Σ_j values[l, j] · x[b, group_indices[l // g, j]]``: ``[B, d] → [B, L]``.
 
     ``values [L, k]``, ``group_indices [G, k]`` integer with ``G = ceil(L / g)``; indices get no
-    gradient.
+    gradient. ``backend``: ``"reference"`` or ``"cpu"`` to force one (default: automatic).
     """
     if x.dim() != 2 or values.dim() != 2 or group_indices.dim() != 2 or values.shape[1] != group_indices.shape[1]:
         raise ValueError(f"group_fan_in expects x [B, d], values [L, k], group_indices [G, k]; got "
@@ -110,4 +135,4 @@ def group_fan_in(x: torch.Tensor, values: torch.Tensor, group_indices: torch.Ten
     if group_indices.shape[0] != -(-values.shape[0] // group_size):
         raise ValueError(f"group_fan_in: {values.shape[0]} labels in groups of {group_size} need "
                          f"{-(-values.shape[0] // group_size)} index rows, got {group_indices.shape[0]}")
-    return _GroupFanIn.apply(x, values, group_indices, group_size)
+    return _GroupFanIn.apply(x, values, group_indices, group_size, select_group_backend(x, values, backend))

@@ -74,9 +74,14 @@ def use_backend(name: str | None) -> Iterator[None]:
         _FORCED.reset(token)
 
 
+def forced_backend(backend: str | None = None) -> str | None:
+    """The backend forced by the argument, ``use_backend`` or ``XMC_FFI_BACKEND`` (in that order)."""
+    return backend or _FORCED.get() or os.environ.get(ENV_VAR) or None
+
+
 def select_backend(x: torch.Tensor, backend: str | None = None) -> str:
     """The backend that will run ``fixed_fan_in`` on input ``x``."""
-    forced = backend or _FORCED.get() or os.environ.get(ENV_VAR) or None
+    forced = forced_backend(backend)
     if forced:
         _check_known(forced)
         if not _BACKENDS[forced].available(x):

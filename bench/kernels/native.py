@@ -1,0 +1,124 @@
+"""Build and load the compiled CPU kernels (``cpu``: fixed fan-in, ``cpu_group``: group-shared
+fixed fan-in): C source compiled once with the system C compiler (``-march=native``), cached on
+disk by a hash of source, compiler, flags and CPU features, loaded through ctypes.
+
+``PREAMBLE`` is the C both libraries start with: the 16-float vector type (one AVX-512
+register; GCC lowers it to narrower registers elsewhere), unaligned load/store, and
+``parallel``, which splits ``[0, n)`` into contiguous ranges over POSIX threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+PREAMBLE = r"""
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
+typedef float vf __attribute__((vector_size(64)));  /* 16 floats: one AVX-512 register */
+#define MAX_THREADS 256
+
+static inline vf ld(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void st(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline float hsum(vf v) { float s = 0; for (int i = 0; i < 16; i++) s += v[i]; return s; }
+
+/* Ask for 2 MiB pages under a fresh output of `bytes` bytes about to be written: a first touch
+   of 4 KiB pages costs a page fault per 4 KiB, as much as the kernel itself for a [B, L] output. */
+static void huge_pages(void *p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t huge = (uintptr_t)1 << 21, lo = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+    const uintptr_t hi = ((uintptr_t)p + bytes) & ~(huge - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#endif
+}
+
+typedef void (*work_fn)(const void *args, int64_t lo, int64_t hi, int tid);
+typedef struct { work_fn fn; const void *a; int64_t lo, hi; int tid; } job_t;
+
+static void *trampoline(void *p) { job_t *j = p; j->fn(j->a, j->lo, j->hi, j->tid); return NULL; }
+
+/* how many threads parallel() runs for n work items */
+static int threads_for(int64_t n, int nt) {
+    if (nt > n) nt = (int)n;
+    if (nt > MAX_THREADS) nt = MAX_THREADS;
+    return nt < 1 ? 1 : nt;
+}
+
+/* Split items [0, n) into contiguous ranges, one per thread; thread 0 is the caller. */
+static void parallel(work_fn fn, const void *a, int64_t n, int nt) {
+    nt = threads_for(n, nt);
+    pthread_t th[MAX_THREADS]; job_t jobs[MAX_THREADS]; int started[MAX_THREADS];
+    for (int t = 0; t < nt; t++) {
+        jobs[t] = (job_t){fn, a, n * t / nt, n * (t + 1) / nt, t};
+        started[t] = t > 0 && pthread_create(&th[t], NULL, trampoline, &jobs[t]) == 0;
+        if (t > 0 && !started[t]) trampoline(&jobs[t]);  /* no thread: run it here */
+    }
+    trampoline(&jobs[0]);
+    for (int t = 1; t < nt; t++) if (started[t]) pthread_join(th[t], NULL);
+}
+"""
+
+FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread", "-std=gnu11"]
+CACHE_ENV = "XMC_KERNEL_CACHE"  # where built libraries are kept (default ~/.cache/xmc-dst-bench/kernels)
+
+
+def _cpu_signature() -> str:
+    """The CPU's feature flags: the build uses -march=native, so a cached library must not move
+    to a machine with other instructions."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def build(name: str, source: str) -> Path:
+    """The shared library compiled from ``source`` (built once, then found in the cache)."""
+    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        raise RuntimeError("no C compiler found (install gcc, or set CC)")
+    key = hashlib.sha256("\0".join([source, compiler, *FLAGS, _cpu_signature()]).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xmc-dst-bench" / "kernels")
+    target = cache / f"{name}-{key}.so"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        src, lib = Path(tmp) / f"{name}.c", Path(tmp) / f"{name}.so"
+        src.write_text(source)
+        run = subprocess.run([compiler, *FLAGS, str(src), "-o", str(lib)], capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"{compiler} failed:\n{run.stderr[-2000:]}")
+        os.replace(lib, target)  # atomic: concurrent builders leave one complete file
+    return target
+
+
+def load(name: str, source: str, what: str) -> ctypes.CDLL | None:
+    """``build`` and load; ``None`` with one warning naming ``what`` falls back, and why."""
+    try:
+        return ctypes.CDLL(str(build(name, source)))
+    except Exception as err:  # noqa: BLE001 — any failure means: fall back, and say why
+        warnings.warn(f"{what} CPU backend unavailable, using the slow pure-torch reference instead: {err}",
+                      RuntimeWarning, stacklevel=3)
+        return None
+
+
+def declare(lib: ctypes.CDLL, names, argtypes, restype=None) -> None:
+    for name in names:
+        getattr(lib, name).argtypes, getattr(lib, name).restype = argtypes, restype
