@@ -21,6 +21,8 @@ FLOPs 2·B·L·k per pass, like ``ffi``; DRAM traffic is ``out`` written once (B
 ``grad_out`` read once for both gradients, plus ``values`` (L·k·4) and the ids (L·k·2 / g).
 Per group and pass the only work besides the FMAs is B·g copies of ``grad_out`` and O(k·g)
 packing; every ``x`` element is loaded once per group (as a broadcast operand).
+Labels are blocked 32/16 wide (one or two vectors), so g < 16 leaves lanes idle (g = 8: half)
+and the per-group packing weighs more: small groups run well below large ones.
 Math runs in float32 (bfloat16 upcast, results cast back); float64 runs the reference.
 """
 
@@ -48,6 +50,15 @@ static inline void st_out(float *p, vf v) {
     if (((uintptr_t)p & 63) == 0) { _mm512_stream_ps(p, (__m512)v); return; }
 #endif
     st(p, v);
+}
+
+/* the first n < 16 floats of v to p */
+static inline void st_part(float *p, vf v, int64_t n) {
+#ifdef __AVX512F__
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+#else
+    float tmp[16]; st(tmp, v); memcpy(p, tmp, sizeof(float) * n);
+#endif
 }
 
 static inline void fence_out(void) {
@@ -101,10 +112,9 @@ static void store_##M##_##R##_##NV(const float *S, const int64_t *tab, int64_t n
         if (cols == 16 * NV) { \
             _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) \
                 if (M == FWD) st_out(o + r * os + 16 * q, acc[r][q]); else st(o + r * os + 16 * q, acc[r][q]); \
-        } else { \
-            float tmp[16 * MAXV]; \
-            _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) st(tmp + 16 * q, acc[r][q]); \
-            for (int64_t c = 0; c < cols; c++) o[r * os + c] = tmp[c]; \
+        } else { /* the last vector partly */ \
+            _Pragma("GCC unroll 4") for (int q = 0; q < NV - 1; q++) st(o + r * os + 16 * q, acc[r][q]); \
+            st_part(o + r * os + 16 * (NV - 1), acc[r][NV - 1], cols - 16 * (NV - 1)); \
         } \
     } \
 }
@@ -119,33 +129,33 @@ static void add_##R##_##NV(const float *S, int64_t is, int64_t ni, const float *
         _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) st(p + 16 * q, ld(p + 16 * q) + acc[r][q]); \
     } \
 }
-STORE_VARIANT(FWD, 12, 2) STORE_VARIANT(FWD, 4, 2) STORE_VARIANT(FWD, 1, 2)
-STORE_VARIANT(FWD, 12, 1) STORE_VARIANT(FWD, 4, 1) STORE_VARIANT(FWD, 1, 1)
-STORE_VARIANT(GV, 12, 2) STORE_VARIANT(GV, 4, 2) STORE_VARIANT(GV, 1, 2)
-STORE_VARIANT(GV, 12, 1) STORE_VARIANT(GV, 4, 1) STORE_VARIANT(GV, 1, 1)
+STORE_VARIANT(FWD, 12, 2) STORE_VARIANT(FWD, 8, 2) STORE_VARIANT(FWD, 4, 2) STORE_VARIANT(FWD, 1, 2)
+STORE_VARIANT(FWD, 12, 1) STORE_VARIANT(FWD, 8, 1) STORE_VARIANT(FWD, 4, 1) STORE_VARIANT(FWD, 1, 1)
+STORE_VARIANT(GV, 12, 2) STORE_VARIANT(GV, 8, 2) STORE_VARIANT(GV, 4, 2) STORE_VARIANT(GV, 1, 2)
+STORE_VARIANT(GV, 12, 1) STORE_VARIANT(GV, 8, 1) STORE_VARIANT(GV, 4, 1) STORE_VARIANT(GV, 1, 1)
 ADD_VARIANT(6, 4) ADD_VARIANT(2, 4) ADD_VARIANT(1, 4)
 ADD_VARIANT(6, 1) ADD_VARIANT(2, 1) ADD_VARIANT(1, 1)
 
 typedef void (*store_fn)(const float *, const int64_t *, int64_t, const float *, int64_t, float *, int64_t, int64_t);
 
 /* o[r·os + c] = Σ_i scalar(i, r) · V[i·vs + c] for r < rows, c < cols (V readable to whole
-   vectors past cols): 12/4/1-row blocks × 32/16-column blocks; fn[w][h]: w = wide, h = 12/4/1 rows */
-static void gemm_store(store_fn const fn[2][3], int rows_move_S, const float *S, const int64_t *tab, int64_t rows,
+   vectors past cols): 12/8/4/1-row blocks × 32/16-column blocks; fn[w][h]: w = wide, h = 12/8/4/1 rows */
+static void gemm_store(store_fn const fn[2][4], int rows_move_S, const float *S, const int64_t *tab, int64_t rows,
                        int64_t ni, const float *V, int64_t vs, int64_t cols, float *o, int64_t os) {
-    static const int height[3] = {12, 4, 1};
+    static const int height[4] = {12, 8, 4, 1};
     for (int64_t c = 0; c < cols; c += 32) {
         const int64_t nc = cols - c < 32 ? cols - c : 32; const int wide = nc > 16;
         int64_t r = 0;
-        for (int h = 0; h < 3; h++)
+        for (int h = 0; h < 4; h++)
             for (; r + height[h] <= rows; r += height[h])  /* FWD: rows step S; GV: rows step tab */
                 fn[wide][h](rows_move_S ? S + r : S, rows_move_S ? tab : tab + r, ni, V + c, vs, o + r * os + c, os, nc);
     }
 }
 
-static store_fn const FWD_FNS[2][3] = {{store_FWD_12_1, store_FWD_4_1, store_FWD_1_1},
-                                       {store_FWD_12_2, store_FWD_4_2, store_FWD_1_2}};
-static store_fn const GV_FNS[2][3] = {{store_GV_12_1, store_GV_4_1, store_GV_1_1},
-                                      {store_GV_12_2, store_GV_4_2, store_GV_1_2}};
+static store_fn const FWD_FNS[2][4] = {{store_FWD_12_1, store_FWD_8_1, store_FWD_4_1, store_FWD_1_1},
+                                       {store_FWD_12_2, store_FWD_8_2, store_FWD_4_2, store_FWD_1_2}};
+static store_fn const GV_FNS[2][4] = {{store_GV_12_1, store_GV_8_1, store_GV_4_1, store_GV_1_1},
+                                      {store_GV_12_2, store_GV_8_2, store_GV_4_2, store_GV_1_2}};
 
 /* buf[rows[r] + c] += Σ_i S[i·is + r] · V[i·vs + c] for r < nrows, c < cols (a multiple of
    16): 6/2/1-row blocks × 64/16-column blocks */
