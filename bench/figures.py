@@ -93,6 +93,8 @@ def _gradient_flow(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     if runs.empty:
         return []
     runs = runs[runs["labels"] == runs["labels"].max()]
+    # the latest run per seed, as in the tables (a re-run replaces its seed's earlier run)
+    runs = runs.sort_values("finished_at").groupby(["method", "seed"], as_index=False).last()
     fig, ax = plt.subplots(figsize=(6, 4))
     for method, rows in runs.sort_values("finished_at").groupby("method"):
         series = [(tuple(g["steps"]), g["encoder_grad_norm"]) for g in rows["gradient_flow"]]
