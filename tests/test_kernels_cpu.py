@@ -1,5 +1,5 @@
-"""The compiled CPU backend against the reference: forward, grad wrt input, grad wrt values,
-on ragged shapes (batch not a multiple of the 16/64/128-wide register blocks, label count not
+"""The compiled CPU backend against the reference: forward, grad wrt input, grad wrt values
+(alone and fused), on ragged shapes (batch not a multiple of the 16/64/128-wide register blocks, label count not
 a multiple of the 16-label tile, k not a power of two), float32/bfloat16, int16/int32/int64
 ids, one and two threads."""
 
@@ -23,6 +23,7 @@ SHAPES = [  # (B, d, L, k)
     (7, 37, 1003, 13),
     (130, 64, 45, 5),  # 128 + 2 columns: the wide block, then the scalar tail
     (200, 300, 17, 33),  # 128 + 64 + 8
+    (300, 50, 530, 6),  # 256 + 32 + 12 batch columns; two 256-label chunks and a ragged one
     (3, 9, 1, 3),
 ]
 
@@ -41,10 +42,14 @@ def test_matches_reference(shape, index_dtype, dtype, threads):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        want_x = reference.ffi_grad_input(grad_out, values, indices, d)
+        want_values = reference.ffi_grad_values(grad_out, x, indices)
         check(cpu.ffi_forward(x, values, indices), reference.ffi_forward(x, values, indices), dtype)
-        check(cpu.ffi_grad_values(grad_out, x, indices), reference.ffi_grad_values(grad_out, x, indices), dtype)
-        check(cpu.ffi_grad_input(grad_out, values, indices, d),
-              reference.ffi_grad_input(grad_out, values, indices, d), dtype)
+        check(cpu.ffi_grad_values(grad_out, x, indices), want_values, dtype)
+        check(cpu.ffi_grad_input(grad_out, values, indices, d), want_x, dtype)
+        grad_x, grad_values = cpu.ffi_grads(grad_out, x, values, indices, d)  # both from one pass
+        check(grad_x, want_x, dtype)
+        check(grad_values, want_values, dtype)
     finally:
         torch.set_num_threads(before)
 
@@ -59,6 +64,20 @@ def test_selected_for_cpu_tensors_and_used_by_autograd():
     fixed_fan_in(*want, indices, backend="reference").square().sum().backward()
     torch.testing.assert_close(x.grad, want[0].grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(values.grad, want[1].grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("needs", [(True, False), (False, True)])
+def test_autograd_computes_only_the_gradients_asked_for(needs):
+    x = torch.randn(19, 40, requires_grad=needs[0])
+    values = torch.randn(300, 7, requires_grad=needs[1])
+    indices = random_indices(300, 40, 7, torch.int16)
+    fixed_fan_in(x, values, indices).square().sum().backward()
+    want = [t.detach().requires_grad_(n) for t, n in zip((x, values), needs)]
+    fixed_fan_in(*want, indices, backend="reference").square().sum().backward()
+    for got, ref in zip((x, values), want):
+        assert (got.grad is None) == (ref.grad is None)
+        if ref.grad is not None:
+            torch.testing.assert_close(got.grad, ref.grad, rtol=1e-5, atol=1e-4)
 
 
 def test_float64_and_empty_inputs():

@@ -35,6 +35,9 @@ class Backend:
     grad_values: Callable  # (grad_out [B, L], x, indices) -> [L, k]
     available: Callable[[torch.Tensor], bool]  # can it run on this input (device, dtype)?
     priority: int  # higher wins among the available ones
+    # (grad_out, x, values, indices, want_x, want_values) -> (grad_x | None, grad_values | None)
+    # from one pass over grad_out; None: grad_input and grad_values are called one by one
+    grads: Callable | None = None
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -46,9 +49,10 @@ def _always(x: torch.Tensor) -> bool:
 
 
 def register_backend(name: str, forward: Callable, grad_input: Callable, grad_values: Callable,
-                     available: Callable[[torch.Tensor], bool] = _always, priority: int = 0) -> Backend:
+                     available: Callable[[torch.Tensor], bool] = _always, priority: int = 0,
+                     grads: Callable | None = None) -> Backend:
     """Add (or replace) a backend; every backend must match ``reference`` in the tests."""
-    backend = Backend(name, forward, grad_input, grad_values, available, priority)
+    backend = Backend(name, forward, grad_input, grad_values, available, priority, grads)
     _BACKENDS[name] = backend
     return backend
 
@@ -104,6 +108,10 @@ class _FixedFanIn(torch.autograd.Function):
         backend = _BACKENDS[ctx.backend_name]
         grad_out = grad_out.contiguous()
         grad_x = grad_values = None
+        if backend.grads is not None and any(ctx.needs_input_grad[:2]):
+            grad_x, grad_values = backend.grads(grad_out, x, values, indices, *ctx.needs_input_grad[:2])
+            return (grad_x.to(x.dtype) if grad_x is not None else None,
+                    grad_values.to(values.dtype) if grad_values is not None else None, None, None)
         if ctx.needs_input_grad[0]:
             grad_x = backend.grad_input(grad_out, values, indices, x.shape[1]).to(x.dtype)
         if ctx.needs_input_grad[1]:
