@@ -125,6 +125,16 @@ def cmd_report(args) -> int:
         from bench.report import leaderboard, load_frame
 
         text = leaderboard(load_frame(args.results, args.group, args.sweep), args.leaderboard)
+    elif args.pivot:
+        from bench.report import load_frame, pivot_markdown
+
+        frame = load_frame(args.results, args.group, args.sweep)
+        if frame.empty:
+            raise BenchError(f"no finished runs in {args.results} to pivot")
+        try:
+            text = pivot_markdown(frame, args.pivot)
+        except ValueError as err:
+            raise BenchError(str(err)) from None
     else:
         text = render_report(args.results, group=args.group, sweep=args.sweep, fmt=args.format)
     _write_report(Path(args.out or Path(DEFAULT_REPORT).with_suffix({"md": ".md", "latex": ".tex", "html": ".html"}[args.format])), text)
@@ -284,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--leaderboard", default=None, metavar="DATASET",
                      help="our runs on DATASET beside the published numbers in baselines/published.csv")
     rep.add_argument("--figures", default=None, metavar="DIR", help="also write the figures (PNG + SVG) to DIR")
+    rep.add_argument("--pivot", nargs="+", default=None, metavar="COLUMN",
+                     help="Markdown tables of method x label-space size instead, one per column "
+                          "(P@1 P@3 P@5 PSP@1 PSP@3 PSP@5 peak_bytes classifier_bytes train_samples_per_s epoch_time_s)")
     rep.add_argument("--group", default=None, help="only runs of this suite group")
     rep.add_argument("--sweep", default=None, help="only runs of this sweep (by name)")
     rep.set_defaults(func=cmd_report)

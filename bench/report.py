@@ -160,6 +160,36 @@ def render_report(results_dir: str | Path, group: str | None = None, sweep: str 
     return text + ("\n" + NOTE if fmt == "md" else "")
 
 
+def pivot_markdown(frame: pd.DataFrame, columns: list[str]) -> str:
+    """One Markdown table per column of ``COLUMNS``: methods down, label-space sizes across
+    (the layout of the paper's scaling figure), mean ± std over seeds, best per size in bold."""
+    unknown = [c for c in columns if c not in COLUMNS]
+    if unknown:
+        raise ValueError(f"--pivot takes {', '.join(COLUMNS)}; got {', '.join(unknown)}")
+    table = summary_table(frame)
+    sizes = sorted(table["labels"].unique())
+    out = []
+    for column in columns:
+        header, kind, better = COLUMNS[column]
+        best = table.groupby(["dataset", "labels"])[column].transform("max" if better == "max" else "min")
+        several = table["dataset"].nunique() > 1
+        lines = [f"**{header}**\n", "| method | " + " | ".join(f"L = {int(n):,}" for n in sizes) + " |",
+                 "|---|" + "---|" * len(sizes)]
+        for (dataset, method), rows in table.groupby(["dataset", "method"], sort=False):
+            cells = []
+            for n in sizes:
+                hit = rows[rows["labels"] == n]
+                if hit.empty:
+                    cells.append("–")
+                    continue
+                i = hit.index[0]
+                text = _cell(kind, table.at[i, column], table.at[i, f"{column}_std"])
+                cells.append(f"**{text}**" if table.at[i, column] == best[i] else text)
+            lines.append(f"| {f'{dataset}/' if several else ''}{method} | " + " | ".join(cells) + " |")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
 BASELINES_CSV = Path(__file__).resolve().parent.parent / "baselines" / "published.csv"
 
 

@@ -77,3 +77,14 @@ def test_leaderboard_puts_our_runs_beside_published_rows(results, tmp_path):
     lines = text.splitlines()
     assert lines[4].startswith("| OtherXML | published | 90.00")  # best first
     assert any(line.startswith("| dense | this suite (2 seed(s)) | 75.00") and "| -15.00 |" in line for line in lines)
+
+
+def test_pivot_tables_methods_by_label_space_size(results, tmp_path):
+    out = tmp_path / "pivot.md"
+    assert main(["report", "--results", str(results), "--pivot", "P@1", "peak_bytes", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| method | L = 1,024 | L = 4,096 |" in text
+    assert "| dense | **75.00 ± 7.07** | **75.00 ± 7.07** |" in text  # mean over seeds, best per size bold
+    assert "| ffi-set | 60.00 | 60.00 |" in text  # the latest ffi-set run only
+    assert "**peak memory**" in text and "| ffi-static | **1.00 GiB** | **1.00 GiB** |" in text
+    assert main(["report", "--results", str(results), "--pivot", "nonsense", "--out", str(out)]) == 2
