@@ -173,6 +173,14 @@ class Parallel:
         self.global_batch, self.batch_share = len(rows), part.num_labels / max(1, len(rows))
         return rows[part.lo : part.hi]
 
+    def batch_size(self, batch) -> int:
+        """Examples in the global batch ``batch`` is this rank's share of."""
+        return self.global_batch
+
+    def local_mean_share(self, loss: torch.Tensor) -> torch.Tensor:
+        """A loss averaged over this rank's examples, as its share of the global batch's mean."""
+        return loss * self.batch_share
+
     def loss(self, h: torch.Tensor, classifier, targets: SparseTargets, fused: bool | None = None) -> torch.Tensor:
         return sharded_loss(h, classifier, targets, self.shard, fused)
 
@@ -194,6 +202,38 @@ class Parallel:
 
     def topk(self, features: torch.Tensor, classifier, k: int):
         return sharded_topk(features, classifier, self.shard, k)
+
+
+class OneProcess:
+    """``Parallel``'s steps for a run in one process: the plain single-process operations, so
+    the training loop is written once for both."""
+
+    is_main = True
+    local_rows = None  # every row of every batch is this process's
+
+    def seed(self, seed: int) -> int:
+        return seed
+
+    def batch_size(self, batch) -> int:
+        return batch.targets.batch_size
+
+    def local_mean_share(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    def loss(self, h: torch.Tensor, classifier, targets: SparseTargets, fused: bool | None = None) -> torch.Tensor:
+        return classifier.loss(h, targets, fused=fused)
+
+    def sum_value(self, value: torch.Tensor) -> torch.Tensor:
+        return value.detach()
+
+    def sum_grads(self, *modules) -> None:
+        pass
+
+    def rewire_inputs(self, h: torch.Tensor, targets: SparseTargets) -> tuple[torch.Tensor, SparseTargets]:
+        return h, targets
+
+    def topk(self, features: torch.Tensor, classifier, k: int):
+        return classifier.topk(features, k)
 
 
 # Each rank initialises its own shard (Renee's way: no rank ever holds the full layer). For

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from bench.checkpoint import Checkpoints, rng_state, set_rng_state
 from bench.config import RunConfig
 from bench.data.loader import iterate_batches, num_batches
+from bench.distributed import OneProcess
 from bench.errors import ConfigError
 from bench.measure import Stopwatch
 from bench.metrics import RankingMetrics, drop_filtered
@@ -158,6 +159,7 @@ def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device,
     (metrics, samples, seconds). ``filtered`` (CSR like ``y``) lists (point, label) pairs to
     drop from the predictions before top-k (the XC label filters). With ``parallel`` every
     rank scores the same batches on its label shard and the shards' top-k are merged."""
+    runner = parallel or OneProcess()
     model.eval()
     ks = tuple(k for k in KS if k <= cfg.eval.max_k) or (cfg.eval.max_k,)
     metrics = RankingMetrics(y.num_cols, ks=ks, inv_propensity=inv_propensity)
@@ -166,10 +168,7 @@ def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device,
         with watch:
             batch = batch.to(device)
             extra = 0 if filtered is None else int(filtered.take_rows(batch.rows).row_lengths().max(initial=0))
-            k = min(max(ks) + extra, y.num_cols)
-            features = model.features(batch)
-            _, top_ids = (model.classifier.topk(features, k) if parallel is None
-                          else parallel.topk(features, model.classifier, k))
+            _, top_ids = runner.topk(model.features(batch), model.classifier, min(max(ks) + extra, y.num_cols))
             top_ids = top_ids.cpu().numpy()
         if filtered is not None:
             top_ids = drop_filtered(top_ids, filtered.take_rows(batch.rows), max(ks))
@@ -198,12 +197,13 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
     (``bench.distributed.Parallel``, under torchrun) the classifier is this rank's label shard,
     each rank encodes its share of every global batch, and the collective steps replace the
     single-process ones (see ``bench.distributed``)."""
+    runner = parallel or OneProcess()
     steps_total, epochs = total_steps(cfg, dataset.num_train)
+    per_epoch = num_batches(dataset.num_train, cfg.train.batch_size)
     optimizers = make_optimizers(model, cfg)
-    rewirer = make_rewirer(model, cfg, steps_total, optimizers[1],
-                           seed=cfg.seed if parallel is None else parallel.seed(cfg.seed))
+    rewirer = make_rewirer(model, cfg, steps_total, optimizers[1], seed=runner.seed(cfg.seed))
     schedule = warmup_cosine(steps_total, cfg.train.warmup_steps)
-    aux_cutoff = aux_cutoff_fraction(cfg.aux, steps_total, num_batches(dataset.num_train, cfg.train.batch_size, False))
+    aux_cutoff = aux_cutoff_fraction(cfg.aux, steps_total, per_epoch)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
     shuffle_rng = np.random.default_rng(cfg.seed)
     result, progress = TrainResult(), Progress()
@@ -212,7 +212,6 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
         progress, result = restore_training_state(resume, model, optimizers, schedulers, rewirer)
         resume.clear()  # the loaded copy is not kept for the whole run
         watch.seconds, aux_watch.seconds = result.train_seconds, result.aux_seconds
-    per_epoch = num_batches(dataset.num_train, cfg.train.batch_size)
     kill_at = int(os.environ.get(KILL_AT_STEP_ENV) or 0)
 
     def save_checkpoint():
@@ -234,30 +233,25 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
             shuffle_rng.bit_generator.state = progress.shuffle_state
         for batch in iterate_batches(dataset.train_x, dataset.train_y, cfg.train.batch_size, shuffle=True,
                                      generator=shuffle_rng, texts=dataset.train_text, start=progress.batch,
-                                     local_rows=None if parallel is None else parallel.local_rows):
+                                     local_rows=runner.local_rows):
             with watch:
                 batch = batch.to(device)
                 z = model.encoder(batch)  # [B, d]
                 h = model.head_input(z)  # [B, d], or [B, m] after an intermediate layer
-                if parallel is None:
-                    loss = model.classifier.loss(h, batch.targets, fused=cfg.train.fused_loss)
-                else:  # this shard's labels on the whole global batch
-                    loss = parallel.loss(h, model.classifier, batch.targets, fused=cfg.train.fused_loss)
+                # under torchrun: this shard's labels on the whole global batch
+                loss = runner.loss(h, model.classifier, batch.targets, fused=cfg.train.fused_loss)
                 alpha = 0.0 if model.aux is None else aux_weight(
                     result.steps, steps_total, cfg.aux.scale, aux_cutoff, cfg.aux.schedule)
                 main_loss = loss
                 if alpha > 0:  # after the cutoff the branch costs nothing
                     with aux_watch:
-                        aux_loss = model.aux.loss(z, batch.targets)
-                        if parallel is not None:  # a local mean: its share of the global batch's
-                            aux_loss = aux_loss * parallel.batch_share
+                        aux_loss = runner.local_mean_share(model.aux.loss(z, batch.targets))
                     loss = (1.0 - alpha) * main_loss + alpha * aux_loss
                     result.aux_steps += 1
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if parallel is not None:  # the data-parallel parts: sum their ranks' gradients
-                    parallel.sum_grads(model.encoder, model.intermediate, model.aux)
+                runner.sum_grads(model.encoder, model.intermediate, model.aux)  # the data-parallel parts
                 for opt in optimizers:
                     opt.step()
                 for sched in schedulers:
@@ -265,19 +259,17 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                 # rewiring is part of training cost, so it runs inside the timed section
                 rewire = None
                 if rewirer is not None and rewirer.schedule.due(result.steps + 1):
-                    inputs = (h.detach(), batch.targets) if parallel is None else \
-                        parallel.rewire_inputs(h.detach(), batch.targets)
-                    rewire = rewirer.rewire(result.steps + 1, *inputs)
+                    rewire = rewirer.rewire(result.steps + 1, *runner.rewire_inputs(h.detach(), batch.targets))
             # gradient flow into the encoder (the gradients stay until the next step's zero_grad;
             # measured outside the timed section so it costs no throughput)
             encoder_norm = grad_norm(model.encoder)
-            if parallel is not None:  # every rank's share of the losses: the global ones, everywhere
-                main_loss, loss = parallel.sum_value(main_loss), parallel.sum_value(loss)
-            value, total = main_loss.item(), loss.item()  # main: the task's loss, comparable across methods
+            # main: the task's loss, comparable across methods; under torchrun both summed over
+            # the ranks' shares, so every rank sees the global values
+            value, total = runner.sum_value(main_loss).item(), runner.sum_value(loss).item()
             if not math.isfinite(total):  # raised before any checkpoint of this step is written
                 raise NonFiniteLoss(f"training loss became {total} at step {result.steps + 1}")
             result.steps += 1
-            result.train_samples += batch.targets.batch_size if parallel is None else parallel.global_batch
+            result.train_samples += runner.batch_size(batch)
             progress.batch += 1
             progress.loss_sum, progress.loss_count = progress.loss_sum + value, progress.loss_count + 1
             progress.grad_norms.append(encoder_norm)
@@ -317,7 +309,7 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
             tracker.log({f"test/{k}": v for k, v in metrics.items()} | {"epoch": epoch}, step=result.steps)
         result.epochs.append(entry)
         summary = " ".join(f"{k}={v:.4f}" for k, v in entry.get("metrics", {}).items() if k.startswith("P@"))
-        if parallel is None or parallel.is_main:
+        if runner.is_main:
             print(f"  epoch {epoch}/{epochs} step {result.steps} loss {result.final_loss:.4f} {summary}",
                   file=sys.stderr, flush=True)
         if last:  # no checkpoint: the record follows at once
