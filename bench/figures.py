@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.report import summary_table  # noqa: E402
+from bench.report import latest_per_seed, summary_table  # noqa: E402
 
 
 def _save(fig, out_dir: Path, name: str) -> list[Path]:
@@ -93,8 +93,7 @@ def _gradient_flow(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     if runs.empty:
         return []
     runs = runs[runs["labels"] == runs["labels"].max()]
-    # the latest run per seed, as in the tables (a re-run replaces its seed's earlier run)
-    runs = runs.sort_values("finished_at").groupby(["method", "seed"], as_index=False).last()
+    runs = latest_per_seed(runs, ["method"])  # as in the tables
     fig, ax = plt.subplots(figsize=(6, 4))
     for method, rows in runs.sort_values("finished_at").groupby("method"):
         series = [(tuple(g["steps"]), g["encoder_grad_norm"]) for g in rows["gradient_flow"]]

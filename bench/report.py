@@ -50,14 +50,25 @@ def records_frame(records) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def latest_per_seed(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The latest run (by ``finished_at``) of each ``keys`` × seed: a re-run replaces its
+    seed's earlier run in every table and figure."""
+    return frame.sort_values("finished_at").groupby([*keys, "seed"], as_index=False).last()
+
+
+def best_values(table: pd.DataFrame, column: str) -> pd.Series:
+    """Per row of ``table``, the best value of ``column`` among the rows of its (dataset, labels)."""
+    better = COLUMNS[column][2]
+    return table.groupby(["dataset", "labels"])[column].transform("max" if better == "max" else "min")
+
+
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Dataset × labels × method: the latest run per seed, then mean and std over seeds
     (columns ``X`` and ``X_std``)."""
     if frame.empty:
         return frame
     keys = ["dataset", "labels", "method"]
-    latest = frame.sort_values("finished_at").groupby([*keys, "seed"], as_index=False).last()
-    grouped = latest.groupby(keys, as_index=False)
+    grouped = latest_per_seed(frame, keys).groupby(keys, as_index=False)
     table = grouped.agg({c: "mean" for c in COLUMNS})
     std = grouped.agg({c: "std" for c in COLUMNS})
     for c in COLUMNS:
@@ -92,10 +103,7 @@ def table_cells(table: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, bo
     """Header and rows of ``(text, is_best)`` cells; best is per (dataset, labels) group."""
     multi_dataset = table["dataset"].nunique() > 1
     header = (["dataset"] if multi_dataset else []) + ["method", "labels"] + [h for h, _, _ in COLUMNS.values()] + ["seeds"]
-    best = {}
-    for column, (_, _, better) in COLUMNS.items():
-        by_group = table.groupby(["dataset", "labels"])[column]
-        best[column] = by_group.transform("max" if better == "max" else "min")
+    best = {column: best_values(table, column) for column in COLUMNS}
     rows = []
     for i, row in table.iterrows():
         cells = ([(str(row["dataset"]), False)] if multi_dataset else []) + [
@@ -168,11 +176,11 @@ def pivot_markdown(frame: pd.DataFrame, columns: list[str]) -> str:
         raise ValueError(f"--pivot takes {', '.join(COLUMNS)}; got {', '.join(unknown)}")
     table = summary_table(frame)
     sizes = sorted(table["labels"].unique())
+    several = table["dataset"].nunique() > 1
     out = []
     for column in columns:
-        header, kind, better = COLUMNS[column]
-        best = table.groupby(["dataset", "labels"])[column].transform("max" if better == "max" else "min")
-        several = table["dataset"].nunique() > 1
+        header, kind, _ = COLUMNS[column]
+        best = best_values(table, column)
         lines = [f"**{header}**\n", "| method | " + " | ".join(f"L = {int(n):,}" for n in sizes) + " |",
                  "|---|" + "---|" * len(sizes)]
         for (dataset, method), rows in table.groupby(["dataset", "method"], sort=False):
