@@ -218,6 +218,12 @@ def _plot_label_frequencies(counts, name: str, out: Path) -> None:
     plt.close(fig)
 
 
+def _print_table_header(header: str) -> None:
+    """A Markdown table's header row and its separator, sized to the header's columns."""
+    print(header)
+    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+
+
 def cmd_kernels(args) -> int:
     from bench.bench_kernels import HEADER, run_kernels
 
@@ -227,8 +233,7 @@ def cmd_kernels(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    print(HEADER)
-    print("|" + "|".join("-" * len(c) for c in HEADER.split("|")[1:-1]) + "|")
+    _print_table_header(HEADER)
     rows = run_kernels(batch=args.batch, dim=args.dim, fan_ins=args.fan_in, labels=args.labels, dtype=args.dtype,
                        device=args.device, warmup=args.warmup, repeats=args.repeats, max_gb=args.max_gb,
                        layers=args.layers, out_dir=args.out)
@@ -242,8 +247,7 @@ def _step_memory(args) -> int:
     from bench.bench_kernels import _available_gb
     from bench.step_memory import HEADER, run_step_memory
 
-    print(HEADER)
-    print("|" + "|".join("-" * len(c) for c in HEADER.split("|")[1:-1]) + "|")
+    _print_table_header(HEADER)
     run_step_memory(args.labels, args.fan_in, args.dim, args.batch, layers=args.layers, threads=args.threads,
                     max_gb=args.max_gb if args.max_gb is not None else 0.6 * _available_gb(), out_dir=args.out)
     print(f"records appended to {Path(args.out) / 'step_memory.jsonl'}")
