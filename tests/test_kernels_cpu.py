@@ -25,6 +25,7 @@ SHAPES = [  # (B, d, L, k)
     (200, 300, 17, 33),  # 128 + 64 + 8
     (300, 50, 530, 6),  # 256 + 32 + 12 batch columns; two 256-label chunks and a ragged one
     (3, 9, 1, 3),
+    (40, 70, 600, 16),  # k a power of two: the sort's shift path
 ]
 
 
@@ -50,6 +51,29 @@ def test_matches_reference(shape, index_dtype, dtype, threads):
         grad_x, grad_values = cpu.ffi_grads(grad_out, x, values, indices, d)  # both from one pass
         check(grad_x, want_x, dtype)
         check(grad_values, want_values, dtype)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_repeated_ids_within_a_label(threads):
+    """Ids may repeat inside a label (the sort's gather/scatter path must then fall back to one
+    entry at a time): odd labels draw 16 of 40 inputs with replacement (repeats almost surely),
+    even labels take inputs 0..15 (distinct: the vector path)."""
+    batch, d, num_labels, k = 37, 40, 700, 16
+    g = torch.Generator().manual_seed(3)
+    x, values = torch.randn(batch, d, generator=g), torch.randn(num_labels, k, generator=g)
+    grad_out = torch.randn(batch, num_labels, generator=g)
+    indices = torch.randint(0, d, (num_labels, k), generator=g, dtype=torch.int32)
+    indices[::2] = torch.arange(k, dtype=torch.int32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        grad_x, grad_values = cpu.ffi_grads(grad_out, x, values, indices, d)
+        check(grad_x, reference.ffi_grad_input(grad_out, values, indices, d), torch.float32)
+        check(grad_values, reference.ffi_grad_values(grad_out, x, indices), torch.float32)
+        check(cpu.ffi_grad_input(grad_out, values, indices, d), reference.ffi_grad_input(grad_out, values, indices, d),
+              torch.float32)
     finally:
         torch.set_num_threads(before)
 

@@ -9,18 +9,19 @@ Per group ``G`` of n ≤ g labels ``[l0, l0 + n)`` sharing k input ids (B = batc
   one ``x`` element per 2 FMAs straight from ``x [B, d]`` (768 KiB: L2) and writes 32
   contiguous floats per batch row of ``out [B, L]``: no gathered copy, no ``[L, B]``
   intermediate, no transpose.
-- **backward** reads the group's columns of ``grad_out [B, L]`` once into ``gt [B, g]`` (and its
-  transpose ``gT [g, B]``), then
-  ``grad_values``: ``gvT[j, t] = Σ_b x[b, idx[G, j]] · gt[b, t]`` (12 ids × 32 labels per block,
-  ``x`` broadcast again), transposed into ``grad_values [L, k]`` (k·g floats: nothing);
+- **backward** transposes the group's columns of ``grad_out [B, L]`` straight into
+  ``gT [g, B]`` (16 × 16 register transposes, the next group's part of each row prefetched), then
+  ``grad_values``: ``gvT[j, t] = Σ_b x[b, idx[G, j]] · grad_out[b, l0 + t]`` (12 ids × 32 labels
+  per block, ``x`` broadcast again, ``grad_out``'s rows read in place: they were just loaded),
+  transposed into ``grad_values [L, k]`` by 16 × 16 register transposes;
   ``grad_x``: ``gxT[j, b] = Σ_t values[l0 + t, j] · gT[t, b]`` (6 ids × 64 batch columns), added
   to rows ``idx[G, j]`` of the thread's private ``[d, B16]`` buffer (L2; summed at the end, as
   ``cpu.py`` does), B16 = B rounded up to 16 so every row op is whole vectors.
 
 FLOPs 2·B·L·k per pass, like ``ffi``; DRAM traffic is ``out`` written once (B·L·4 bytes) and
 ``grad_out`` read once for both gradients, plus ``values`` (L·k·4) and the ids (L·k·2 / g).
-Per group and pass the only work besides the FMAs is B·g copies of ``grad_out`` and O(k·g)
-packing; every ``x`` element is loaded once per group (as a broadcast operand).
+Per group and pass the only work besides the FMAs is one transpose of the group's ``grad_out``
+columns and O(k·g) packing; every ``x`` element is loaded once per group (as a broadcast operand).
 Labels are blocked 32/16 wide (one or two vectors), so g < 16 leaves lanes idle (g = 8: half)
 and the per-group packing weighs more: small groups run well below large ones.
 Math runs in float32 (bfloat16 upcast, results cast back); float64 runs the reference.
@@ -33,47 +34,17 @@ import functools
 
 import torch
 
-from bench.kernels import native
+from bench.kernels import buffers, native
 
 SOURCE = native.PREAMBLE + r"""
 #define MAXR 12  /* rows of a register block */
 #define MAXV 4   /* 16-float vectors per row of a register block */
-#define AI static inline __attribute__((always_inline))
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
-
-/* Store 16 floats that nobody reads soon (the [B, L] output: 128 MiB at L = 131072): a
-   streaming store skips reading the line from memory first, when p is 64-byte aligned. */
-static inline void st_out(float *p, vf v) {
-#ifdef __AVX512F__
-    if (((uintptr_t)p & 63) == 0) { _mm512_stream_ps(p, (__m512)v); return; }
-#endif
-    st(p, v);
-}
-
-/* the first n < 16 floats of v to p */
-static inline void st_part(float *p, vf v, int64_t n) {
-#ifdef __AVX512F__
-    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
-#else
-    float tmp[16]; st(tmp, v); memcpy(p, tmp, sizeof(float) * n);
-#endif
-}
-
-static inline void fence_out(void) {
-#ifdef __AVX512F__
-    _mm_sfence();  /* streaming stores are visible to other threads after this */
-#endif
-}
 
 typedef struct {
     const float *xt, *v, *g; const void *idx; float *out, *gv, *gx;
     int64_t B, d, L, k, gs, BP, GP;
     int idx_bytes;
 } gargs_t;
-
-static inline vf bc(float f) { return (vf){f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f}; }
 
 /* The three products, by where the scalar operand of step i, row r sits (so that no row needs
    a register of its own where rows are consecutive floats):
@@ -172,32 +143,6 @@ static void gemm_add(const float *S, int64_t is, int64_t nrows, int64_t ni, cons
     }
 }
 
-/* 16 × 16 transpose in registers, in four rounds: round h swaps the off-diagonal h × h blocks
-   of every 2h × 2h block (rows i and i + h trade their columns with bit h set / clear) */
-typedef int32_t vi __attribute__((vector_size(64)));
-#define LO(h, j) (((j) & (h)) ? 16 + (j) - (h) : (j))
-#define HI(h, j) (((j) & (h)) ? 16 + (j) : (j) + (h))
-#define MASK(F, h) (vi){F(h, 0), F(h, 1), F(h, 2), F(h, 3), F(h, 4), F(h, 5), F(h, 6), F(h, 7), \
-                        F(h, 8), F(h, 9), F(h, 10), F(h, 11), F(h, 12), F(h, 13), F(h, 14), F(h, 15)}
-#define ROUND(h) \
-    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) if (!(i & (h))) { \
-        const vf a = r[i], b = r[i + (h)]; \
-        r[i] = __builtin_shuffle(a, b, MASK(LO, h)); r[i + (h)] = __builtin_shuffle(a, b, MASK(HI, h)); }
-
-/* gT[t, b] = gt[b, t] for b < B and t < GP (gt [B, GP], gT [GP, BP], GP a multiple of 16) */
-static void transpose(const float *gt, int64_t B, int64_t GP, float *gT, int64_t BP) {
-    int64_t b0 = 0;
-    for (; b0 + 16 <= B; b0 += 16)
-        for (int64_t t0 = 0; t0 < GP; t0 += 16) {
-            vf r[16];
-            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) r[i] = ld(gt + (b0 + i) * GP + t0);
-            ROUND(8) ROUND(4) ROUND(2) ROUND(1)
-            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) st(gT + (t0 + i) * BP + b0, r[i]);
-        }
-    for (int64_t b = b0; b < B; b++)
-        for (int64_t t = 0; t < GP; t++) gT[t * BP + b] = gt[b * GP + t];
-}
-
 /* the group's ids as offsets of rows of xt [d, B] (off[j] = id·B) and of the [d, BP] buffer (row[j] = id·BP) */
 static void group_ids(const gargs_t *a, int64_t G, int64_t *off, int64_t *row) {
     for (int64_t j = 0; j < a->k; j++) {
@@ -236,33 +181,68 @@ static void fwd(const void *args, int64_t lo, int64_t hi, int tid) {
     free(s.off);
 }
 
+/* gT[t, b] = g[b, l0 + t] for t < GP, b < BP (zero for t ≥ n or b ≥ B), read from g's rows
+   through 16 × 16 register transposes; the next group's part of each row is prefetched (rows
+   are L floats apart: no hardware prefetcher follows them) */
+static void load_group(const gargs_t *a, int64_t l0, int64_t n, float *gT) {
+    const int64_t B = a->B, BP = a->BP, GP = a->GP, L = a->L, ahead = l0 + a->gs < L;
+    for (int64_t b0 = 0; b0 < BP; b0 += 16)
+        for (int64_t t0 = 0; t0 < GP; t0 += 16) {
+            const int64_t nt = n - t0 >= 16 ? 16 : n - t0 > 0 ? n - t0 : 0;
+            vf r[16];
+            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) {
+                const float *row = a->g + (b0 + i) * L + l0 + t0;
+                r[i] = b0 + i < B && nt ? ld_part(row, nt) : (vf){0};
+                if (b0 + i < B && ahead) __builtin_prefetch(row + a->gs);
+            }
+            transpose16(r);
+            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) st(gT + (t0 + i) * BP + b0, r[i]);
+        }
+}
+
+/* gv[t, j] = gvT[j, t] for t < n, j < k (gv rows k floats apart, gvT rows GP) */
+static void store_gv(const float *gvT, int64_t GP, int64_t n, int64_t k, float *gv) {
+    int64_t j0 = 0;
+    if (n == GP) for (; j0 + 16 <= k; j0 += 16)
+        for (int64_t t0 = 0; t0 < n; t0 += 16) {
+            vf r[16];
+            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) r[i] = ld(gvT + (j0 + i) * GP + t0);
+            transpose16(r);
+            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) st(gv + (t0 + i) * k + j0, r[i]);
+        }
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t j = j0; j < k; j++) gv[t * k + j] = gvT[j * GP + t];
+}
+
 static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
     const gargs_t *a = args;
-    const int64_t B = a->B, k = a->k, GP = a->GP, BP = a->BP;
+    const int64_t B = a->B, k = a->k, GP = a->GP, BP = a->BP, L = a->L;
     scratch_t s = scratch(a, B * GP + GP * BP + k * GP);
     float *gt = s.f, *gT = gt + B * GP, *gvT = gT + GP * BP;  /* [B, GP], [GP, BP], [k, GP] */
-    memset(gt, 0, sizeof(float) * (B * GP + GP * BP));
     float *buf = a->gx ? a->gx + (int64_t)tid * a->d * BP : NULL;  /* this thread's [d, BP] */
     if (buf) memset(buf, 0, sizeof(float) * a->d * BP);
     for (int64_t G = lo; G < hi; G++) {
-        const int64_t l0 = G * a->gs, n = a->L - l0 < a->gs ? a->L - l0 : a->gs;
+        const int64_t l0 = G * a->gs, n = L - l0 < a->gs ? L - l0 : a->gs;
         group_ids(a, G, s.off, s.row);
-        for (int64_t b = 0; b < B; b++) {
-            const float *row = a->g + b * a->L + l0;
-            memcpy(gt + b * GP, row, sizeof(float) * n);
-            /* the rows of grad_out are L floats apart: no hardware prefetcher follows them, so
-               ask for the next group's part of this row now, to arrive during this group's work */
-            for (int64_t c = a->gs; c < 2 * a->gs && l0 + c < a->L; c += 16) __builtin_prefetch(row + c);
-        }
+        if (buf) load_group(a, l0, n, gT);
+        else if (l0 + 2 * a->gs <= L)  /* no transposing pass to prefetch for us */
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t c = a->gs; c < 2 * a->gs; c += 16) __builtin_prefetch(a->g + b * L + l0 + c);
         if (a->gv) {
-            gemm_store(GV_FNS, 0, a->xt, s.off, k, B, gt, GP, n, gvT, GP);
-            for (int64_t t = 0; t < n; t++)
-                for (int64_t j = 0; j < k; j++) a->gv[(l0 + t) * k + j] = gvT[j * GP + t];
+            /* grad_values reads the group's columns of g in place (its rows are the GEMM's
+               rows), from a zero-padded copy where a row's last vector would run past g */
+            const float *V = a->g + l0; int64_t vs = L;
+            if (l0 + GP > L) {
+                for (int64_t b = 0; b < B; b++) {
+                    memcpy(gt + b * GP, a->g + b * L + l0, sizeof(float) * n);
+                    memset(gt + b * GP + n, 0, sizeof(float) * (GP - n));
+                }
+                V = gt; vs = GP;
+            }
+            gemm_store(GV_FNS, 0, a->xt, s.off, k, B, V, vs, n, gvT, GP);
+            store_gv(gvT, GP, n, k, a->gv + l0 * k);
         }
-        if (buf) {
-            transpose(gt, B, GP, gT, BP);
-            gemm_add(a->v + l0 * k, k, k, n, gT, BP, BP, buf, s.row);
-        }
+        if (buf) gemm_add(a->v + l0 * k, k, k, n, gT, BP, BP, buf, s.row);
     }
     free(s.off);
 }
@@ -326,7 +306,7 @@ def _xt(x: torch.Tensor) -> torch.Tensor:
 def group_forward(x, values, group_indices, group_size):
     """``x [B, d]``, ``values [L, k]``, ``group_indices [G, k]`` → ``[B, L]``."""
     (batch, d), (num_labels, k) = x.shape, values.shape
-    out = torch.empty(batch, num_labels, dtype=torch.float32)  # [B, L]
+    out = buffers.empty(batch, num_labels)  # [B, L]: float32, on reused memory when free
     if batch and num_labels:
         xt, v, ids = _xt(x), _f32(values), _ids(group_indices)  # named: they must live through the call
         library().group_forward(xt.data_ptr(), v.data_ptr(), ids.data_ptr(), ids.element_size(), out.data_ptr(),
@@ -338,7 +318,7 @@ def group_grads(grad_out, x, values, group_indices, group_size, want_x=True, wan
     """``(grad_x [B, d] | None, grad_values [L, k] | None)`` from ``grad_out [B, L]``, both from one
     pass over ``grad_out``."""
     (batch, d), (num_labels, k) = x.shape, values.shape
-    grad_v = torch.empty(num_labels, k) if want_values else None  # [L, k]: every entry written
+    grad_v = buffers.empty(num_labels, k) if want_values else None  # [L, k]: every entry written
     grad_x = torch.zeros(batch, d) if want_x else None  # [B, d]
     if want_values and not batch:
         grad_v.zero_()

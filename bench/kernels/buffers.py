@@ -1,0 +1,79 @@
+"""Reuse of the compiled CPU kernels' large outputs (``[B, L]`` logits, ``[L, k]`` value
+gradients) once their previous result is dead: a one-deep cache per shape, like PyTorch's
+caching allocator on CUDA.
+
+Why: glibc serves allocations above 32 MiB with a fresh ``mmap`` each time, and the kernel zeroes
+every new page on first touch. A fresh 128 MiB ``[256, 131072]`` output costs ~25 ms of page
+zeroing on this 2-core machine, as much as the forward itself; and it arrives in 4 KiB pages,
+where our ``madvise(MADV_HUGEPAGE)`` then has to fault in 2 MiB ones.
+
+Safety: a cached buffer is handed out again only when nothing else references its storage (no
+tensor, view, storage object, autograd saved tensor or ``.grad``): ``torch._C._storage_Use_Count``
+and the storage object's Python reference count show no owner but the cache's own tensor. Each call returns a new tensor object on that storage, so
+the cache never holds a caller's tensor (or its autograd graph). At most ``MAX_BYTES`` are kept.
+``XMC_KERNEL_BUFFER_CACHE=0`` turns reuse off (every output is a fresh ``torch.empty``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import OrderedDict
+
+import torch
+
+ENV_VAR = "XMC_KERNEL_BUFFER_CACHE"
+MAX_BYTES = 2 << 30  # a dead buffer kept for reuse costs memory: at most this much in all
+_use_count = getattr(torch._C, "_storage_Use_Count", None)
+_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()  # (shape, dtype) -> the cache's own tensor
+
+
+def enabled() -> bool:
+    return _use_count is not None and os.environ.get(ENV_VAR, "1") != "0"
+
+
+def _references(t: torch.Tensor) -> tuple[int, int]:
+    """(tensors on t's storage, Python references to its storage object): both count, since
+    a storage object handed to Python is kept and returned again (one object per storage)."""
+    storage = t.untyped_storage()
+    return _use_count(storage._cdata), sys.getrefcount(storage)
+
+
+# what a storage referenced by one tensor only (the cache's) shows
+_ALONE = _references(torch.empty(1)) if _use_count is not None else (0, 0)
+
+
+def _free(held: torch.Tensor) -> bool:
+    """Is the cache's tensor the only owner of its memory?"""
+    tensors, python = _references(held)
+    return tensors <= _ALONE[0] and python <= _ALONE[1]
+
+
+def _alias(held: torch.Tensor) -> torch.Tensor:
+    """A new tensor object on ``held``'s storage (so the caller never gets the cache's object)."""
+    return torch.empty(0, dtype=held.dtype).set_(held.untyped_storage(), 0, held.shape, held.stride())
+
+
+def empty(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``torch.empty(shape, dtype=dtype)`` on the CPU, on reused memory when a buffer of this
+    shape is free (contents undefined either way)."""
+    if not enabled():
+        return torch.empty(shape, dtype=dtype)
+    key = (shape, dtype)
+    held = _cache.get(key)
+    if held is not None and _free(held):
+        _cache.move_to_end(key)
+        return _alias(held)
+    fresh = torch.empty(shape, dtype=dtype)
+    nbytes = fresh.numel() * fresh.element_size()
+    if nbytes <= MAX_BYTES:
+        _cache[key] = fresh  # replaces a busy buffer of this shape: its owner keeps it alive
+        _cache.move_to_end(key)
+        while sum(t.numel() * t.element_size() for t in _cache.values()) > MAX_BYTES:
+            _cache.popitem(last=False)  # the least recently used shape goes first
+    return _alias(fresh)
+
+
+def clear() -> None:
+    """Drop every cached buffer (their memory goes back once no caller holds it)."""
+    _cache.clear()
