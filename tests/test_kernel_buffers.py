@@ -62,6 +62,14 @@ def test_shapes_are_kept_apart_and_the_cache_is_bounded(monkeypatch):
     assert list(buffers._cache) == [((5, 20), torch.float32), ((20, 5), torch.float32)]
 
 
+def test_large_buffers_are_never_kept(monkeypatch):
+    monkeypatch.setattr(buffers, "MAX_BUFFER_BYTES", 90 * 4)  # 10 × 9 floats fit, 10 × 10 do not
+    buffers.empty(10, 10)
+    assert not buffers._cache
+    buffers.empty(10, 9)
+    assert list(buffers._cache) == [((10, 9), torch.float32)]
+
+
 @pytest.mark.skipif(cpu.library() is None, reason="no C compiler: the CPU backend is unavailable")
 def test_forward_results_stay_right_on_reused_memory():
     g = torch.Generator().manual_seed(0)

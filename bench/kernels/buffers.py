@@ -10,8 +10,12 @@ where our ``madvise(MADV_HUGEPAGE)`` then has to fault in 2 MiB ones.
 Safety: a cached buffer is handed out again only when nothing else references its storage (no
 tensor, view, storage object, autograd saved tensor or ``.grad``): ``torch._C._storage_Use_Count``
 and the storage object's Python reference count show no owner but the cache's own tensor. Each call returns a new tensor object on that storage, so
-the cache never holds a caller's tensor (or its autograd graph). At most ``MAX_BYTES`` are kept.
-``XMC_KERNEL_BUFFER_CACHE=0`` turns reuse off (every output is a fresh ``torch.empty``).
+the cache never holds a caller's tensor (or its autograd graph). ``XMC_KERNEL_BUFFER_CACHE=0`` turns reuse off (every output is a fresh ``torch.empty``).
+
+Cost: a cached buffer stays resident after its tensor dies, so it still counts in a step's peak
+(uncapped, the unfused ``[B, L]`` step at L = 1M peaked 1.16 GiB higher: the dead logits stayed
+resident through the backward). Hence buffers above ``MAX_BUFFER_BYTES`` are never cached (at those
+sizes memory is the scarce resource), and at most ``MAX_BYTES`` are kept in all.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from collections import OrderedDict
 import torch
 
 ENV_VAR = "XMC_KERNEL_BUFFER_CACHE"
-MAX_BYTES = 2 << 30  # a dead buffer kept for reuse costs memory: at most this much in all
+MAX_BUFFER_BYTES = 256 << 20  # larger outputs are always fresh
+MAX_BYTES = 512 << 20  # a dead buffer kept for reuse costs memory: at most this much in all
 _use_count = getattr(torch._C, "_storage_Use_Count", None)
 _cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()  # (shape, dtype) -> the cache's own tensor
 
@@ -66,7 +71,7 @@ def empty(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return _alias(held)
     fresh = torch.empty(shape, dtype=dtype)
     nbytes = fresh.numel() * fresh.element_size()
-    if nbytes <= MAX_BYTES:
+    if nbytes <= min(MAX_BUFFER_BYTES, MAX_BYTES):
         _cache[key] = fresh  # replaces a busy buffer of this shape: its owner keeps it alive
         _cache.move_to_end(key)
         while sum(t.numel() * t.element_size() for t in _cache.values()) > MAX_BYTES:
