@@ -12,9 +12,12 @@ Layers, all ``[B, d] → [B, L]`` without bias, float32 unless asked otherwise:
 - ``ffi-group/g<g>`` ``group_fan_in``: groups of g labels share their k inputs (g ∈ GROUP_SIZES): 2·B·L·k.
 
 "fwd+bwd" is the forward and both gradients (input and weights), three passes. Times are the
-median of ``repeats`` runs after ``warmup`` runs; GFLOP/s counts the FLOPs each layer does
-(dense FLOPs for masked); "× dense" is the dense time over the layer's time (higher: faster).
-A configuration whose estimated memory exceeds ``--max-gb`` is skipped with a note.
+median of ``repeats`` runs after ``warmup`` runs, the layers of one configuration run
+round-robin (interleaved) so that a machine whose speed drifts slows them all alike; GFLOP/s
+counts the FLOPs each layer does (dense FLOPs for masked); "× dense" is the dense time over the
+layer's time (higher: faster), dense timed in the same round-robin. Layers that do not fit in
+``--max-gb`` together are timed in several groups, each with dense beside it; a layer that
+alone exceeds ``--max-gb`` is skipped with a note.
 """
 
 from __future__ import annotations
@@ -59,19 +62,6 @@ class Timing:
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _median_ms(fn: Callable[[], None], device, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 class _CSRLayer(torch.autograd.Function):
@@ -176,9 +166,48 @@ def _layers(x, d, L, k, dtype, device, backends):
     return out
 
 
+def _interleaved_ms(contenders: dict, device, warmup: int, repeats: int) -> dict[str, float]:
+    """Median milliseconds of each ``name → fn``, run round-robin: on a shared machine whose
+    speed drifts over seconds, every contender sees the same drift (timed one after another, a
+    slow spell lands on one layer and skews its ratio against dense)."""
+    samples = {name: [] for name in contenders}
+    for r in range(warmup + repeats):
+        for name, fn in contenders.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            if r >= warmup:
+                samples[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(ts) for name, ts in samples.items()}
+
+
+def _groups(names: list[str], need_gb: dict[str, float], max_gb: float) -> list[list[str]]:
+    """Layers timed together (interleaved) whose memory fits in ``max_gb`` at once, in order;
+    every group that can holds ``dense`` too, so each ratio has a baseline timed beside it."""
+    baseline = "dense" if "dense" in names else None
+    groups, current, used = [], [], 0.0
+    for name in names:
+        if name == baseline:
+            continue
+        if current and used + need_gb[name] > max_gb:
+            groups.append(current)
+            current, used = [], 0.0
+        if not current and baseline and need_gb[baseline] + need_gb[name] <= max_gb:
+            current, used = [baseline], need_gb[baseline]
+        current.append(name)
+        used += need_gb[name]
+    if current or baseline:
+        groups.append(current or [baseline])
+    return groups
+
+
 def run_kernels(batch=256, dim=768, fan_ins=(16, 32, 64), labels=(16384, 131072, 1048576),
                 dtype="float32", device="cpu", warmup=1, repeats=5, max_gb=None, layers=None,
                 out_dir="results/kernels", log=print) -> list[Timing]:
+    """Time every selected layer on the grid. Layers of one configuration run interleaved, in
+    groups that fit in ``max_gb`` together, each group with ``dense`` beside it as the baseline
+    of its ratios; a layer that alone exceeds ``max_gb`` is skipped with a note."""
     device = torch.device(device)
     dt = getattr(torch, dtype)
     elem = torch.tensor([], dtype=dt).element_size()
@@ -188,45 +217,53 @@ def run_kernels(batch=256, dim=768, fan_ins=(16, 32, 64), labels=(16384, 131072,
     backends = [n for n in list_backends() if ops._BACKENDS[n].available(probe)]
     threads = torch.get_num_threads()
     env = {"torch": torch.__version__, "device": str(device), "cpu": cpu_model(), "git_commit": git_commit(),
-           "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else ""}
+           "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else "", "timing": "interleaved"}
     results = []
     for L in labels:
         for k in fan_ins:
             x = torch.randn(batch, dim, device=device, dtype=dt)
             grad = torch.randn(batch, L, device=device, dtype=dt)
-            dense_times = None
-            for name, make in _layers(x, dim, L, k, dt, device, backends).items():
-                if not any(name == w or name.startswith(w + "/") for w in (layers or DEFAULT_LAYERS)):
-                    continue
-                row = Timing(name, batch, dim, L, k, dtype, threads)
-                need = estimate_bytes(name.split("/")[0], batch, dim, L, k, elem) / 2**30
-                if need > max_gb:
-                    row.skipped = f"needs ~{need:.1f} GB > --max-gb {max_gb:.1f}"
-                else:
-                    fwd_fn, params = make()
+            makers = {name: make for name, make in _layers(x, dim, L, k, dt, device, backends).items()
+                      if any(name == w or name.startswith(w + "/") for w in (layers or DEFAULT_LAYERS))}
+            need = {name: estimate_bytes(name.split("/")[0], batch, dim, L, k, elem) / 2**30 for name in makers}
+            rows = {name: Timing(name, batch, dim, L, k, dtype, threads) for name in makers}
+            for name in makers:
+                if need[name] > max_gb:
+                    rows[name].skipped = f"needs ~{need[name]:.1f} GB > --max-gb {max_gb:.1f}"
+            fitting = [name for name in makers if not rows[name].skipped]
+            for group in _groups(fitting, need, max_gb):
+                forward, forward_backward = {}, {}
+                for name in group:
+                    fwd_fn, params = makers[name]()
                     xin = x.clone().requires_grad_()
 
-                    def forward():
+                    def fwd(fwd_fn=fwd_fn):
                         with torch.no_grad():
                             fwd_fn(x)
 
-                    def forward_backward():
+                    def fwd_bwd(fwd_fn=fwd_fn, params=params, xin=xin):
                         for p in params:
                             p.grad = None
                         xin.grad = None
                         fwd_fn(xin).backward(grad)
-
-                    row.fwd_ms = _median_ms(forward, device, warmup, repeats)
-                    row.fwdbwd_ms = _median_ms(forward_backward, device, warmup, repeats)
+                    forward[name], forward_backward[name] = fwd, fwd_bwd
+                fwd_ms = _interleaved_ms(forward, device, warmup, repeats)
+                fwdbwd_ms = _interleaved_ms(forward_backward, device, warmup, repeats)
+                del forward, forward_backward
+                dense = (fwd_ms["dense"], fwdbwd_ms["dense"]) if "dense" in group else None
+                for name in group:
+                    row = rows[name]
+                    if row.fwd_ms is not None:  # dense, already timed with an earlier group
+                        continue
+                    row.fwd_ms, row.fwdbwd_ms = fwd_ms[name], fwdbwd_ms[name]
                     flops = 2 * batch * L * (dim if name in ("dense", "masked") else k)
                     row.gflops_fwd = flops / row.fwd_ms / 1e6
                     row.gflops_fwdbwd = 3 * flops / row.fwdbwd_ms / 1e6
-                    del fwd_fn, params, xin
-                    if name == "dense":
-                        dense_times = (row.fwd_ms, row.fwdbwd_ms)
-                    if dense_times:
-                        row.vs_dense_fwd = dense_times[0] / row.fwd_ms
-                        row.vs_dense_fwdbwd = dense_times[1] / row.fwdbwd_ms
+                    if dense:
+                        row.vs_dense_fwd = dense[0] / row.fwd_ms
+                        row.vs_dense_fwdbwd = dense[1] / row.fwdbwd_ms
+            for name in makers:  # in the grid's order, once each
+                row = rows[name]
                 results.append(row)
                 log(format_row(row))
                 append_record(Path(out_dir) / "kernels.jsonl", {**asdict(row), "env": env,

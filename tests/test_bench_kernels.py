@@ -8,7 +8,7 @@ import json
 
 import torch
 
-from bench.bench_kernels import _csr_pattern, _CSRLayer, run_kernels
+from bench.bench_kernels import _csr_pattern, _CSRLayer, _groups, _interleaved_ms, run_kernels
 from bench.cli import main
 from bench.kernels import fixed_fan_in
 
@@ -65,3 +65,20 @@ def test_step_memory_rows_and_the_fused_saving(tmp_path, capsys):
     assert ffi_fused["state_bytes"] == create_classifier("ffi", 128, 65536, fan_in=8).memory_bytes(1)["total"]
     assert ffi_unfused["peak_over_baseline_bytes"] > ffi_fused["peak_over_baseline_bytes"] + 32 * 2**20
     assert "| ffi    | fused" in capsys.readouterr().out
+
+
+def test_groups_fit_in_memory_and_keep_dense_beside_each():
+    need = {"dense": 4.0, "masked": 5.0, "csr": 1.0, "ffi/cpu": 1.0, "big": 7.0}
+    names = list(need)
+    assert _groups(names, need, 20.0) == [["dense", "masked", "csr", "ffi/cpu", "big"]]
+    assert _groups(names, need, 10.0) == [["dense", "masked", "csr"], ["dense", "ffi/cpu"], ["big"]]
+    assert _groups(["dense"], need, 10.0) == [["dense"]]
+    assert _groups(["csr", "ffi/cpu"], need, 1.5) == [["csr"], ["ffi/cpu"]]
+    assert _groups([], need, 1.0) == []
+
+
+def test_interleaved_timing_runs_round_robin():
+    calls = []
+    ms = _interleaved_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, torch.device("cpu"),
+                         warmup=1, repeats=2)
+    assert calls == ["a", "b"] * 3 and set(ms) == {"a", "b"} and all(v >= 0 for v in ms.values())

