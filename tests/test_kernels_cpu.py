@@ -25,7 +25,8 @@ SHAPES = [  # (B, d, L, k)
     (200, 300, 17, 33),  # 128 + 64 + 8
     (300, 50, 530, 6),  # 256 + 32 + 12 batch columns; two 256-label chunks and a ragged one
     (3, 9, 1, 3),
-    (40, 70, 600, 16),  # k a power of two: the sort's shift path
+    (40, 70, 600, 16),  # k a power of two
+    (20, 400, 300, 300),  # k > 256: the backward sorts a chunk in parts of 65536 // k = 218 labels
 ]
 
 

@@ -25,7 +25,7 @@ FMA needs its own row of ``x``: labels share no inputs, so the op is load-bound,
 
 Measured limits at L = 131072, B = 256, k = 32 on the 2-core benchmark machine: reading
 ``grad_out`` 256 columns at a time (rows 512 KiB apart, transposed on the way) takes ~14 ms
-against ~7 ms for one contiguous read of the same 128 MiB; the sort ~11 ms; the streaming of
+against ~7 ms for one contiguous read of the same 128 MiB; the sort ~6 ms; the streaming of
 ``gT``/``xt`` rows from L2 is what the rest waits on (there is no FMA-bound loop in this op).
 
 Traffic beyond the compulsory ``out`` written / ``grad_out`` read (B·L·4 bytes each) and
@@ -168,61 +168,34 @@ static void gv_16(const float *gr, const float *xp, int64_t BP, const int32_t *i
 static void gv_4(const float *gr, const float *xp, int64_t BP, const int32_t *id, int64_t k, vf *pv) { gv_block(4, gr, xp, BP, id, k, pv); }
 static void gv_1(const float *gr, const float *xp, int64_t BP, const int32_t *id, int64_t k, vf *pv) { gv_block(1, gr, xp, BP, id, k, pv); }
 
-/* The chunk's m = n·k entries (e = t·k + j) ordered by id: entries start[i] .. start[i + 1] - 1
-   have id i (d + 1 starts; cur: d ints of scratch); epos = e, eoff = t·BP (its row of gT),
-   ew = v[t, j]. Sixteen entries at a time with gather/scatter where their ids differ (ids of a
-   label usually do), one by one where they repeat. */
-static void sort_chunk(const int32_t *ids, const float *v, int64_t m, int64_t k, int64_t d, int64_t BP,
-                       int32_t *start, int32_t *cur, int32_t *epos, int32_t *eoff, float *ew) {
+/* The m ≤ 65536 entries e = t·k + j of (part of) a chunk ordered by id: epos[start[i]] ..
+   epos[start[i + 1] - 1] are the entries of id i (d + 1 starts; cur: d ints of scratch).
+   16-bit positions keep the sort's scattered writes within 16 KiB (L1): with three 32-bit
+   arrays (position, gT row, value) it took twice as long. */
+static void sort_entries(const int32_t *ids, int64_t m, int64_t d, int32_t *start, int32_t *cur, uint16_t *epos) {
     memset(cur, 0, sizeof(int32_t) * d);
-    int64_t e = 0;
-#ifdef __AVX512CD__
-    const __m512i one = _mm512_set1_epi32(1), all = _mm512_set1_epi32(-1);
-    for (; e + 16 <= m; e += 16) {
-        const __m512i id = _mm512_loadu_si512(ids + e);
-        if (_mm512_test_epi32_mask(_mm512_conflict_epi32(id), all)) {
-            for (int q = 0; q < 16; q++) cur[ids[e + q]]++;
-            continue;
-        }
-        _mm512_i32scatter_epi32(cur, id, _mm512_add_epi32(_mm512_i32gather_epi32(id, cur, 4), one), 4);
-    }
-#endif
-    for (; e < m; e++) cur[ids[e]]++;
+    for (int64_t e = 0; e < m; e++) cur[ids[e]]++;
     int32_t s = 0;
     for (int64_t i = 0; i < d; i++) { start[i] = s; s += cur[i]; cur[i] = s - cur[i]; }
     start[d] = s;
-    e = 0;
-#ifdef __AVX512CD__
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    for (; e + 16 <= m; e += 16) {
-        const __m512i id = _mm512_loadu_si512(ids + e);
-        if (_mm512_test_epi32_mask(_mm512_conflict_epi32(id), all)) {
-            for (int q = 0; q < 16; q++) epos[cur[ids[e + q]]++] = (int32_t)(e + q);
-            continue;
-        }
-        const __m512i p = _mm512_i32gather_epi32(id, cur, 4);
-        _mm512_i32scatter_epi32(cur, id, _mm512_add_epi32(p, one), 4);
-        _mm512_i32scatter_epi32(epos, p, _mm512_add_epi32(_mm512_set1_epi32((int32_t)e), lane), 4);
-    }
-#endif
-    for (; e < m; e++) epos[cur[ids[e]]++] = (int32_t)e;
-    for (int64_t q = 0; q < m; q++) ew[q] = v[epos[q]];
-    if ((k & (k - 1)) == 0) {
-        const int shift = __builtin_ctzll((unsigned long long)k);
-        for (int64_t q = 0; q < m; q++) eoff[q] = (epos[q] >> shift) * (int32_t)BP;
-    } else for (int64_t q = 0; q < m; q++) eoff[q] = epos[q] / (int32_t)k * (int32_t)BP;
+    for (int64_t e = 0; e < m; e++) epos[cur[ids[e]]++] = (uint16_t)e;
 }
 
-/* Both gradients from the entries e0 .. e1 - 1 of one id, over the 16·NV batch columns from c0:
-   gvc[epos] (+)= gT[t, cols] · xp[id, cols] (+= past the first column piece), br += v · gT[t, cols] */
-AI void both_id(const int NV, const float *xr_p, float *br, const float *gT, int64_t c0, const int32_t *epos,
-                const int32_t *eoff, const float *ew, int32_t e0, int32_t e1, float *gvc) {
+/* entry e's label t = e / k as a multiply (exact for e, k < 2^16): inv = ceil(2^32 / k) */
+static inline int64_t label_of(uint32_t e, uint64_t inv) { return (int64_t)(((uint64_t)e * inv) >> 32); }
+
+/* Both gradients from the entries epos[e0 .. e1) of one id, over the 16·NV batch columns from c0
+   (vc: the values of the entries' labels, gT: their gradient rows):
+   gvc[e] (+)= gT[t, cols] · xp[id, cols] (+= past the first column piece), br += v[e] · gT[t, cols] */
+AI void both_id(const int NV, const float *xr_p, float *br, const float *gT, int64_t BP, int64_t c0,
+                const uint16_t *epos, uint64_t inv, const float *vc, int32_t e0, int32_t e1, float *gvc) {
     vf xr[16];
     _Pragma("GCC unroll 16") for (int q = 0; q < NV; q++) xr[q] = ld(xr_p + 16 * q);
     int32_t e = e0;
-    for (; e + 2 <= e1; e += 2) {
-        const float *ga = gT + eoff[e] + c0, *gb = gT + eoff[e + 1] + c0;
-        const vf sa = bc(ew[e]), sb = bc(ew[e + 1]);
+    for (; e + 2 <= e1; e += 2) {  /* two entries per read-modify-write of the buffer row */
+        const uint32_t pa = epos[e], pb = epos[e + 1];
+        const float *ga = gT + label_of(pa, inv) * BP + c0, *gb = gT + label_of(pb, inv) * BP + c0;
+        const vf sa = bc(vc[pa]), sb = bc(vc[pb]);
         vf a0 = (vf){0}, a1 = (vf){0}, b0 = (vf){0}, b1 = (vf){0};
         _Pragma("GCC unroll 16") for (int q = 0; q < NV; q++) {
             const vf p = ld(ga + 16 * q), r = ld(gb + 16 * q);
@@ -230,38 +203,44 @@ AI void both_id(const int NV, const float *xr_p, float *br, const float *gT, int
             st(br + 16 * q, ld(br + 16 * q) + sa * p + sb * r);
         }
         const float da = vsum(a0 + a1), db = vsum(b0 + b1);
-        if (c0 == 0) { gvc[epos[e]] = da; gvc[epos[e + 1]] = db; } else { gvc[epos[e]] += da; gvc[epos[e + 1]] += db; }
+        if (c0 == 0) { gvc[pa] = da; gvc[pb] = db; } else { gvc[pa] += da; gvc[pb] += db; }
     }
     for (; e < e1; e++) {
-        const float *gr = gT + eoff[e] + c0; const vf sa = bc(ew[e]);
+        const uint32_t pa = epos[e];
+        const float *ga = gT + label_of(pa, inv) * BP + c0; const vf sa = bc(vc[pa]);
         vf a0 = (vf){0}, a1 = (vf){0};
         _Pragma("GCC unroll 16") for (int q = 0; q < NV; q++) {
-            const vf p = ld(gr + 16 * q);
+            const vf p = ld(ga + 16 * q);
             if (q & 1) a1 += p * xr[q]; else a0 += p * xr[q];
             st(br + 16 * q, ld(br + 16 * q) + sa * p);
         }
         const float da = vsum(a0 + a1);
-        if (c0 == 0) gvc[epos[e]] = da; else gvc[epos[e]] += da;
+        if (c0 == 0) gvc[pa] = da; else gvc[pa] += da;
     }
 }
-static void both_16(const float *x, float *b, const float *g, int64_t c0, const int32_t *p, const int32_t *o, const float *w, int32_t e0, int32_t e1, float *gv) { both_id(16, x, b, g, c0, p, o, w, e0, e1, gv); }
-static void both_4(const float *x, float *b, const float *g, int64_t c0, const int32_t *p, const int32_t *o, const float *w, int32_t e0, int32_t e1, float *gv) { both_id(4, x, b, g, c0, p, o, w, e0, e1, gv); }
-static void both_1(const float *x, float *b, const float *g, int64_t c0, const int32_t *p, const int32_t *o, const float *w, int32_t e0, int32_t e1, float *gv) { both_id(1, x, b, g, c0, p, o, w, e0, e1, gv); }
+#define BOTH_ARGS const float *x, float *b, const float *g, int64_t BP, int64_t c0, const uint16_t *p, uint64_t inv, \
+                  const float *vc, int32_t e0, int32_t e1, float *gv
+static void both_16(BOTH_ARGS) { both_id(16, x, b, g, BP, c0, p, inv, vc, e0, e1, gv); }
+static void both_4(BOTH_ARGS) { both_id(4, x, b, g, BP, c0, p, inv, vc, e0, e1, gv); }
+static void both_1(BOTH_ARGS) { both_id(1, x, b, g, BP, c0, p, inv, vc, e0, e1, gv); }
 
-/* grad_input alone: br (16·NV columns from c0) += Σ over entries e0 .. e1 - 1: v · gT[t, cols] */
-AI void gx_id(const int NV, float *br, const float *gT, int64_t c0, const int32_t *eoff, const float *ew,
-              int32_t e0, int32_t e1) {
+/* grad_input alone: br (16·NV columns from c0) += Σ over entries epos[e0 .. e1): v[e] · gT[t, cols] */
+AI void gx_id(const int NV, float *br, const float *gT, int64_t BP, int64_t c0, const uint16_t *epos, uint64_t inv,
+              const float *vc, int32_t e0, int32_t e1) {
     vf acc[16];
     _Pragma("GCC unroll 16") for (int q = 0; q < NV; q++) acc[q] = (vf){0};
     for (int32_t e = e0; e < e1; e++) {
-        const float *gr = gT + eoff[e] + c0; const vf sa = bc(ew[e]);
-        _Pragma("GCC unroll 16") for (int q = 0; q < NV; q++) acc[q] += sa * ld(gr + 16 * q);
+        const uint32_t pa = epos[e];
+        const float *ga = gT + label_of(pa, inv) * BP + c0; const vf sa = bc(vc[pa]);
+        _Pragma("GCC unroll 16") for (int q = 0; q < NV; q++) acc[q] += sa * ld(ga + 16 * q);
     }
     _Pragma("GCC unroll 16") for (int q = 0; q < NV; q++) st(br + 16 * q, ld(br + 16 * q) + acc[q]);
 }
-static void gx_16(float *b, const float *g, int64_t c0, const int32_t *o, const float *w, int32_t e0, int32_t e1) { gx_id(16, b, g, c0, o, w, e0, e1); }
-static void gx_4(float *b, const float *g, int64_t c0, const int32_t *o, const float *w, int32_t e0, int32_t e1) { gx_id(4, b, g, c0, o, w, e0, e1); }
-static void gx_1(float *b, const float *g, int64_t c0, const int32_t *o, const float *w, int32_t e0, int32_t e1) { gx_id(1, b, g, c0, o, w, e0, e1); }
+#define GX_ARGS float *b, const float *g, int64_t BP, int64_t c0, const uint16_t *p, uint64_t inv, const float *vc, \
+                int32_t e0, int32_t e1
+static void gx_16(GX_ARGS) { gx_id(16, b, g, BP, c0, p, inv, vc, e0, e1); }
+static void gx_4(GX_ARGS) { gx_id(4, b, g, BP, c0, p, inv, vc, e0, e1); }
+static void gx_1(GX_ARGS) { gx_id(1, b, g, BP, c0, p, inv, vc, e0, e1); }
 
 /* the widest column piece (256, 64 or 16 batch columns) that fits in BP - c0 */
 static inline int64_t piece(int64_t BP, int64_t c0) { return BP - c0 >= 256 ? 256 : BP - c0 >= 64 ? 64 : 16; }
@@ -296,19 +275,25 @@ static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
     }
     float *buf = a->gx ? a->gx + (int64_t)tid * d * BP : NULL;  /* this thread's [d, BP] */
     if (buf) memset(buf, 0, sizeof(float) * d * BP);
-    float *gT = aligned_alloc(64, sizeof(float) * LC * BP), *ew = malloc(sizeof(float) * LC * k);
-    int32_t *ids = malloc(sizeof(int32_t) * (LC * k * 3 + 2 * d + 1));
-    int32_t *epos = ids + LC * k, *eoff = epos + LC * k, *start = eoff + LC * k, *cur = start + d + 1;
+    float *gT = aligned_alloc(64, sizeof(float) * LC * BP);
+    int32_t *ids = malloc(sizeof(int32_t) * (LC * k + 2 * d + 1)), *start = ids + LC * k, *cur = start + d + 1;
+    /* the id walk sorts at most 65536 entries at a time (16-bit positions): `part` labels */
+    const int64_t part = k <= 256 ? LC : 65536 / k;
+    uint16_t *epos = malloc(sizeof(uint16_t) * part * k);
+    const uint64_t inv = (((uint64_t)1 << 32) + (uint64_t)k - 1) / (uint64_t)k;
     vf *pv = aligned_alloc(64, sizeof(vf) * k);
     for (int64_t c = lo; c < hi; c++) {
         const int64_t l0 = c * LC, n = a->L - l0 < LC ? a->L - l0 : LC;
         chunk_ids(a, l0, n, ids);
         load_chunk(a, l0, n, gT);
-        if (buf) {  /* id by id */
-            sort_chunk(ids, a->v + l0 * k, n * k, k, d, BP, start, cur, epos, eoff, ew);
+        if (buf) for (int64_t s0 = 0; s0 < n; s0 += part) {  /* id by id */
+            const int64_t np = n - s0 < part ? n - s0 : part;
+            sort_entries(ids + s0 * k, np * k, d, start, cur, epos);
+            const float *vc = a->v + (l0 + s0) * k, *gTs = gT + s0 * BP;
+            float *gvc = xp ? a->gv + (l0 + s0) * k : NULL;
             /* the next chunk's columns of g (B rows × w16 lines) are asked for a few lines per
                id, spread over the walk, rather than all at once at the next load (5 % faster) */
-            const int64_t next = l0 + LC < a->L ? (a->L - l0 - LC < LC ? a->L - l0 - LC : LC) : 0;
+            const int64_t next = s0 + part >= n && l0 + LC < a->L ? (a->L - l0 - LC < LC ? a->L - l0 - LC : LC) : 0;
             const int64_t w16 = (next + 15) / 16, lines = a->B * w16;
             int64_t asked = 0;
             for (int64_t i = 0; i < d; i++) {
@@ -319,9 +304,9 @@ static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
                 for (int64_t c0 = 0, w; c0 < BP; c0 += w) {
                     w = piece(BP, c0);
                     float *br = buf + i * BP + c0;
-                    if (xp) (w == 256 ? both_16 : w == 64 ? both_4 : both_1)(xp + i * BP + c0, br, gT, c0, epos, eoff, ew,
-                                                                         e0, e1, a->gv + l0 * k);
-                    else (w == 256 ? gx_16 : w == 64 ? gx_4 : gx_1)(br, gT, c0, eoff, ew, e0, e1);
+                    if (xp) (w == 256 ? both_16 : w == 64 ? both_4 : both_1)(xp + i * BP + c0, br, gTs, BP, c0, epos, inv,
+                                                                         vc, e0, e1, gvc);
+                    else (w == 256 ? gx_16 : w == 64 ? gx_4 : gx_1)(br, gTs, BP, c0, epos, inv, vc, e0, e1);
                 }
             }
         } else for (int64_t t = 0; t < n; t++) {  /* grad_values alone: label by label */
@@ -333,7 +318,7 @@ static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
             for (int64_t j = 0; j < k; j++) a->gv[(l0 + t) * k + j] = vsum(pv[j]);
         }
     }
-    free(xp); free(gT); free(ew); free(ids); free(pv);
+    free(xp); free(gT); free(ids); free(epos); free(pv);
 }
 
 static int64_t chunks(int64_t L) { return (L + LC - 1) / LC; }
