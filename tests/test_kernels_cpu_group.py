@@ -2,7 +2,7 @@
 (``bench.kernels.group_fan_in``) and against ``ffi``'s reference with each group's ids repeated
 per label: forward, grad wrt input, grad wrt values, on ragged shapes (labels not a multiple of
 g, batch not a multiple of the 16-float vectors or of the 12-row blocks, k not a power of two),
-g ∈ {1, 3, 8, 32}, int16/int32/int64 ids, float32/bfloat16, one and two threads."""
+g ∈ {1, 3, 8, 32, 300}, several 256-label super-chunks, int16/int32/int64 ids, float32/bfloat16, one and two threads."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ SHAPES = [  # (B, d, L, k, g)
     (29, 50, 97, 20, 32),  # one ragged group of 1 label
     (33, 40, 70, 7, 1),  # ffi
     (18, 300, 200, 33, 32),  # k = 33: a one-row tail in every block of ids
+    (21, 100, 1500, 16, 32),  # 6 super-chunks of 8 groups (the backward's unit), the last one ragged
+    (20, 64, 700, 6, 300),  # g > 256: one group per super-chunk
 ]
 
 

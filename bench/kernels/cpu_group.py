@@ -9,12 +9,15 @@ Per group ``G`` of n ≤ g labels ``[l0, l0 + n)`` sharing k input ids (B = batc
   one ``x`` element per 2 FMAs straight from ``x [B, d]`` (768 KiB: L2) and writes 32
   contiguous floats per batch row of ``out [B, L]``: no gathered copy, no ``[L, B]``
   intermediate, no transpose.
-- **backward** transposes the group's columns of ``grad_out [B, L]`` straight into
-  ``gT [g, B]`` (16 × 16 register transposes, the next group's part of each row prefetched), then
-  ``grad_values``: ``gvT[j, t] = Σ_b x[b, idx[G, j]] · grad_out[b, l0 + t]`` (12 ids × 32 labels
-  per block, ``x`` broadcast again, ``grad_out``'s rows read in place: they were just loaded),
-  transposed into ``grad_values [L, k]`` by 16 × 16 register transposes;
-  ``grad_x``: ``gxT[j, b] = Σ_t values[l0 + t, j] · gT[t, b]`` (6 ids × 64 batch columns), added
+- **backward** works through super-chunks of about 256 labels (8 groups at g = 32): their
+  columns of ``grad_out [B, L]`` are copied as one 1 KiB run per row into ``[B, 256]`` (a group's
+  128 bytes per row are too short a run for DRAM; at L = 2^17 the rows also alias in L1/L2), the
+  next super-chunk's rows asked for while this one computes; then per group
+  ``grad_values``: ``gvT[j, t] = Σ_b x[b, idx[G, j]] · gc[b, t]`` (12 ids × 32 labels per block,
+  ``x`` broadcast again, the copy's rows as the GEMM's rows), transposed into
+  ``grad_values [L, k]`` by 16 × 16 register transposes;
+  ``grad_x``: the group's columns transposed into ``gT [g, B]``, then
+  ``gxT[j, b] = Σ_t values[l0 + t, j] · gT[t, b]`` (6 ids × 64 batch columns), added
   to rows ``idx[G, j]`` of the thread's private ``[d, B16]`` buffer (L2; summed at the end, as
   ``cpu.py`` does), B16 = B rounded up to 16 so every row op is whole vectors.
 
@@ -181,20 +184,13 @@ static void fwd(const void *args, int64_t lo, int64_t hi, int tid) {
     free(s.off);
 }
 
-/* gT[t, b] = g[b, l0 + t] for t < GP, b < BP (zero for t ≥ n or b ≥ B), read from g's rows
-   through 16 × 16 register transposes; the next group's part of each row is prefetched (rows
-   are L floats apart: no hardware prefetcher follows them) */
-static void load_group(const gargs_t *a, int64_t l0, int64_t n, float *gT) {
-    const int64_t B = a->B, BP = a->BP, GP = a->GP, L = a->L, ahead = l0 + a->gs < L;
+/* gT[t, b] = cg[b·SP + t] for t < GP, b < BP (zero for b ≥ B): 16 × 16 register transposes
+   (columns past the group's n hold the next group's values or zeros: the GEMM sums t < n only) */
+static void transpose_cols(const float *cg, int64_t SP, int64_t B, int64_t GP, float *gT, int64_t BP) {
     for (int64_t b0 = 0; b0 < BP; b0 += 16)
         for (int64_t t0 = 0; t0 < GP; t0 += 16) {
-            const int64_t nt = n - t0 >= 16 ? 16 : n - t0 > 0 ? n - t0 : 0;
             vf r[16];
-            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) {
-                const float *row = a->g + (b0 + i) * L + l0 + t0;
-                r[i] = b0 + i < B && nt ? ld_part(row, nt) : (vf){0};
-                if (b0 + i < B && ahead) __builtin_prefetch(row + a->gs);
-            }
+            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) r[i] = b0 + i < B ? ld(cg + (b0 + i) * SP + t0) : (vf){0};
             transpose16(r);
             _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) st(gT + (t0 + i) * BP + b0, r[i]);
         }
@@ -214,35 +210,46 @@ static void store_gv(const float *gvT, int64_t GP, int64_t n, int64_t k, float *
         for (int64_t j = j0; j < k; j++) gv[t * k + j] = gvT[j * GP + t];
 }
 
+/* groups per super-chunk: about 256 labels, whose columns of g are read as one 1 KiB piece
+   per row (a group's 128 bytes per row are too short for DRAM and the TLB) */
+static int64_t per_super(int64_t gs) { return gs >= 256 ? 1 : 256 / gs; }
+
 static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
     const gargs_t *a = args;
-    const int64_t B = a->B, k = a->k, GP = a->GP, BP = a->BP, L = a->L;
-    scratch_t s = scratch(a, B * GP + GP * BP + k * GP);
-    float *gt = s.f, *gT = gt + B * GP, *gvT = gT + GP * BP;  /* [B, GP], [GP, BP], [k, GP] */
+    const int64_t B = a->B, k = a->k, GP = a->GP, BP = a->BP, L = a->L, gs = a->gs, SC = per_super(gs);
+    const int64_t SP = (SC * gs + 15) / 16 * 16 + 16;  /* a row of the super-chunk copy, padded */
+    const int64_t G_all = (L + gs - 1) / gs;
+    scratch_t s = scratch(a, B * SP + GP * BP + k * GP + 16);
+    float *cs = (float *)(((uintptr_t)s.f + 63) & ~(uintptr_t)63);
+    float *gT = cs + B * SP, *gvT = gT + GP * BP;  /* [B, SP], [GP, BP], [k, GP] */
     float *buf = a->gx ? a->gx + (int64_t)tid * a->d * BP : NULL;  /* this thread's [d, BP] */
     if (buf) memset(buf, 0, sizeof(float) * a->d * BP);
-    for (int64_t G = lo; G < hi; G++) {
-        const int64_t l0 = G * a->gs, n = L - l0 < a->gs ? L - l0 : a->gs;
-        group_ids(a, G, s.off, s.row);
-        if (buf) load_group(a, l0, n, gT);
-        else if (l0 + 2 * a->gs <= L)  /* no transposing pass to prefetch for us */
-            for (int64_t b = 0; b < B; b++)
-                for (int64_t c = a->gs; c < 2 * a->gs; c += 16) __builtin_prefetch(a->g + b * L + l0 + c);
-        if (a->gv) {
-            /* grad_values reads the group's columns of g in place (its rows are the GEMM's
-               rows), from a zero-padded copy where a row's last vector would run past g */
-            const float *V = a->g + l0; int64_t vs = L;
-            if (l0 + GP > L) {
-                for (int64_t b = 0; b < B; b++) {
-                    memcpy(gt + b * GP, a->g + b * L + l0, sizeof(float) * n);
-                    memset(gt + b * GP + n, 0, sizeof(float) * (GP - n));
-                }
-                V = gt; vs = GP;
-            }
-            gemm_store(GV_FNS, 0, a->xt, s.off, k, B, V, vs, n, gvT, GP);
-            store_gv(gvT, GP, n, k, a->gv + l0 * k);
+    for (int64_t S = lo; S < hi; S++) {
+        const int64_t G0 = S * SC, G1 = G0 + SC < G_all ? G0 + SC : G_all;
+        const int64_t ls = G0 * gs, ns = (G1 * gs < L ? G1 * gs : L) - ls;
+        for (int64_t b = 0; b < B; b++) {
+            memcpy(cs + b * SP, a->g + b * L + ls, sizeof(float) * ns);
+            memset(cs + b * SP + ns, 0, sizeof(float) * (SP - ns));
         }
-        if (buf) gemm_add(a->v + l0 * k, k, k, n, gT, BP, BP, buf, s.row);
+        /* the next super-chunk's rows, asked for spread over this one's groups */
+        const int64_t nn = S + 1 < hi ? ((G1 + SC < G_all ? (G1 + SC) * gs : L) - G1 * gs) : 0;
+        const int64_t w16 = (nn + 15) / 16, lines = B * w16;
+        int64_t asked = 0;
+        for (int64_t G = G0; G < G1; G++) {
+            for (const int64_t until = lines * (G - G0 + 1) / (G1 - G0); asked < until; asked++)
+                __builtin_prefetch(a->g + asked / w16 * L + G1 * gs + 16 * (asked % w16), 0, 2);
+            const int64_t l0 = G * gs, n = L - l0 < gs ? L - l0 : gs;
+            const float *cg = cs + (l0 - ls);  /* the group's columns: rows SP floats apart */
+            group_ids(a, G, s.off, s.row);
+            if (a->gv) {
+                gemm_store(GV_FNS, 0, a->xt, s.off, k, B, cg, SP, n, gvT, GP);
+                store_gv(gvT, GP, n, k, a->gv + l0 * k);
+            }
+            if (buf) {
+                transpose_cols(cg, SP, B, GP, gT, BP);
+                gemm_add(a->v + l0 * k, k, k, n, gT, BP, BP, buf, s.row);
+            }
+        }
     }
     free(s.off);
 }
@@ -262,11 +269,11 @@ void group_backward(const float *g, const float *xt, const float *v, const void 
                     float *gv, float *gx, int64_t B, int64_t d, int64_t L, int64_t k, int64_t gs, int nt) {
     gargs_t a = {xt, v, g, idx, NULL, gv, gx, B, d, L, k, gs, (B + 15) / 16 * 16, (gs + 15) / 16 * 16, idx_bytes};
     if (gv) huge_pages(gv, sizeof(float) * L * k);
-    parallel(bwd, &a, groups(L, gs), nt);
+    parallel(bwd, &a, (groups(L, gs) + per_super(gs) - 1) / per_super(gs), nt);
 }
 
 /* how many partial buffers group_backward will write */
-int group_threads_used(int64_t L, int64_t gs, int nt) { return threads_for(groups(L, gs), nt); }
+int group_threads_used(int64_t L, int64_t gs, int nt) { return threads_for((groups(L, gs) + per_super(gs) - 1) / per_super(gs), nt); }
 """
 
 
