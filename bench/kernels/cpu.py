@@ -297,10 +297,12 @@ static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
                id, spread over the walk, rather than all at once at the next load (5 % faster) */
             const int64_t next = s0 + part >= n && l0 + LC < a->L ? (a->L - l0 - LC < LC ? a->L - l0 - LC : LC) : 0;
             const int64_t w16 = (next + 15) / 16, lines = a->B * w16;
-            int64_t asked = 0;
+            int64_t row = 0, line = 0, quota = 0;  /* lines/d per id, without a division per line */
             for (int64_t i = 0; i < d; i++) {
-                for (const int64_t until = lines * (i + 1) / d; asked < until; asked++)
-                    __builtin_prefetch(a->g + asked / w16 * a->L + l0 + LC + 16 * (asked % w16), 0, 2);
+                for (quota += lines; quota >= d; quota -= d) {
+                    __builtin_prefetch(a->g + row * a->L + l0 + LC + 16 * line, 0, 2);
+                    if (++line == w16) { line = 0; row++; }
+                }
                 const int32_t e0 = start[i], e1 = start[i + 1];
                 if (e0 == e1) continue;
                 for (int64_t c0 = 0, w; c0 < BP; c0 += w) {
