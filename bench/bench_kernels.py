@@ -16,8 +16,9 @@ median of ``repeats`` runs after ``warmup`` runs, the layers of one configuratio
 round-robin (interleaved) so that a machine whose speed drifts slows them all alike; GFLOP/s
 counts the FLOPs each layer does (dense FLOPs for masked); "× dense" is the dense time over the
 layer's time (higher: faster), dense timed in the same round-robin. Layers that do not fit in
-``--max-gb`` together are timed in several groups, each with dense beside it; a layer that
-alone exceeds ``--max-gb`` is skipped with a note.
+``--max-gb`` together are timed in several groups, each with dense beside it where both fit (a
+record's ``baseline`` says "interleaved"; where not, "separate": the ratio uses dense's times
+from the first group); a layer that alone exceeds ``--max-gb`` is skipped with a note.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class Timing:
     gflops_fwdbwd: float | None = None
     vs_dense_fwd: float | None = None
     vs_dense_fwdbwd: float | None = None
+    # dense timed in the same round-robin, or (where both would not fit in memory) in its own
+    baseline: str = ""
     skipped: str = ""
 
 
@@ -101,14 +104,19 @@ def _csr_pattern(indices: torch.Tensor, in_features: int):
     return crow, col, (num_labels, in_features), perm, crow_t, rows[perm]
 
 
-def estimate_bytes(layer: str, B: int, d: int, L: int, k: int, elem: int) -> int:
-    io = 2 * B * L * elem + 2 * B * d * elem  # output and its gradient, input and its gradient
+def memory_parts(layer: str, B: int, d: int, L: int, k: int, elem: int) -> tuple[int, int, int]:
+    """Bytes a layer needs while timed: (shared by every layer: input, its gradient and the
+    ``[B, L]`` output gradient; held between its calls: parameters, their gradients, index
+    structures; alive only during a call: its ``[B, L]`` output and temporaries)."""
+    shared = B * L * elem + 2 * B * d * elem
+    out = B * L * elem
     if layer in ("dense", "masked"):
-        extra = L * d if layer == "masked" else 0  # bool mask
-        return io + 3 * L * d * elem + extra  # weight, gradient, masked-gradient temporary
+        if layer == "masked":  # bool mask; the masked gradient is a temporary [L, d]
+            return shared, 2 * L * d * elem + L * d, out + L * d * elem
+        return shared, 2 * L * d * elem, out
     if layer == "csr":
-        return io + L * k * (3 * elem + 4 * 8)  # values, grads, int64 column ids and permutations
-    return io + L * k * (3 * elem + 4)  # values, grads, ids
+        return shared, L * k * (2 * elem + 4 * 8), out  # values, grads, int64 column ids and permutations
+    return shared, L * k * (2 * elem + 4), out  # values, grads, ids
 
 
 def _layers(x, d, L, k, dtype, device, backends):
@@ -182,21 +190,26 @@ def _interleaved_ms(contenders: dict, device, warmup: int, repeats: int) -> dict
     return {name: 1000 * statistics.median(ts) for name, ts in samples.items()}
 
 
-def _groups(names: list[str], need_gb: dict[str, float], max_gb: float) -> list[list[str]]:
-    """Layers timed together (interleaved) whose memory fits in ``max_gb`` at once, in order;
-    every group that can holds ``dense`` too, so each ratio has a baseline timed beside it."""
+def _groups(names: list[str], parts: dict[str, tuple[int, int, int]], max_bytes: float) -> list[list[str]]:
+    """Layers timed together (interleaved), in order, whose memory fits in ``max_bytes`` at once:
+    the shared buffers once, every layer's held memory, the largest per-call memory; every group
+    that can holds ``dense`` too, so each ratio has a baseline timed beside it."""
     baseline = "dense" if "dense" in names else None
-    groups, current, used = [], [], 0.0
+
+    def fits(group):
+        return (max(parts[n][0] for n in group) + sum(parts[n][1] for n in group)
+                + max(parts[n][2] for n in group)) <= max_bytes
+
+    groups, current = [], []
     for name in names:
         if name == baseline:
             continue
-        if current and used + need_gb[name] > max_gb:
+        if current and not fits(current + [name]):
             groups.append(current)
-            current, used = [], 0.0
-        if not current and baseline and need_gb[baseline] + need_gb[name] <= max_gb:
-            current, used = [baseline], need_gb[baseline]
+            current = []
+        if not current and baseline and fits([baseline, name]):
+            current = [baseline]
         current.append(name)
-        used += need_gb[name]
     if current or baseline:
         groups.append(current or [baseline])
     return groups
@@ -225,13 +238,16 @@ def run_kernels(batch=256, dim=768, fan_ins=(16, 32, 64), labels=(16384, 131072,
             grad = torch.randn(batch, L, device=device, dtype=dt)
             makers = {name: make for name, make in _layers(x, dim, L, k, dt, device, backends).items()
                       if any(name == w or name.startswith(w + "/") for w in (layers or DEFAULT_LAYERS))}
-            need = {name: estimate_bytes(name.split("/")[0], batch, dim, L, k, elem) / 2**30 for name in makers}
+            parts = {name: memory_parts(name.split("/")[0], batch, dim, L, k, elem) for name in makers}
+            need = {name: sum(parts[name]) / 2**30 for name in makers}
             rows = {name: Timing(name, batch, dim, L, k, dtype, threads) for name in makers}
             for name in makers:
                 if need[name] > max_gb:
                     rows[name].skipped = f"needs ~{need[name]:.1f} GB > --max-gb {max_gb:.1f}"
             fitting = [name for name in makers if not rows[name].skipped]
-            for group in _groups(fitting, need, max_gb):
+            dense_ms = None  # (fwd, fwd+bwd) of dense, for groups that cannot hold it beside them
+            # groups with dense first: a group without it takes the first group's dense times
+            for group in sorted(_groups(fitting, parts, max_gb * 2**30), key=lambda g: "dense" not in g):
                 forward, forward_backward = {}, {}
                 for name in group:
                     fwd_fn, params = makers[name]()
@@ -250,7 +266,8 @@ def run_kernels(batch=256, dim=768, fan_ins=(16, 32, 64), labels=(16384, 131072,
                 fwd_ms = _interleaved_ms(forward, device, warmup, repeats)
                 fwdbwd_ms = _interleaved_ms(forward_backward, device, warmup, repeats)
                 del forward, forward_backward
-                dense = (fwd_ms["dense"], fwdbwd_ms["dense"]) if "dense" in group else None
+                dense = (fwd_ms["dense"], fwdbwd_ms["dense"]) if "dense" in group else dense_ms
+                dense_ms = dense_ms or dense
                 for name in group:
                     row = rows[name]
                     if row.fwd_ms is not None:  # dense, already timed with an earlier group
@@ -262,6 +279,7 @@ def run_kernels(batch=256, dim=768, fan_ins=(16, 32, 64), labels=(16384, 131072,
                     if dense:
                         row.vs_dense_fwd = dense[0] / row.fwd_ms
                         row.vs_dense_fwdbwd = dense[1] / row.fwdbwd_ms
+                        row.baseline = "interleaved" if "dense" in group else "separate"
             for name in makers:  # in the grid's order, once each
                 row = rows[name]
                 results.append(row)

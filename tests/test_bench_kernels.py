@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from bench.bench_kernels import _csr_pattern, _CSRLayer, _groups, _interleaved_ms, run_kernels
@@ -68,13 +69,26 @@ def test_step_memory_rows_and_the_fused_saving(tmp_path, capsys):
 
 
 def test_groups_fit_in_memory_and_keep_dense_beside_each():
-    need = {"dense": 4.0, "masked": 5.0, "csr": 1.0, "ffi/cpu": 1.0, "big": 7.0}
-    names = list(need)
-    assert _groups(names, need, 20.0) == [["dense", "masked", "csr", "ffi/cpu", "big"]]
-    assert _groups(names, need, 10.0) == [["dense", "masked", "csr"], ["dense", "ffi/cpu"], ["big"]]
-    assert _groups(["dense"], need, 10.0) == [["dense"]]
-    assert _groups(["csr", "ffi/cpu"], need, 1.5) == [["csr"], ["ffi/cpu"]]
-    assert _groups([], need, 1.0) == []
+    # (shared, held between calls, alive during a call): the shared part counts once per group
+    parts = {"dense": (1, 4, 1), "masked": (1, 5, 2), "csr": (1, 1, 1), "ffi/cpu": (1, 1, 1), "big": (1, 7, 1)}
+    names = list(parts)
+    assert _groups(names, parts, 21) == [["dense", "masked", "csr", "ffi/cpu", "big"]]  # 1 + 18 + 2
+    assert _groups(names, parts, 12) == [["dense", "masked"], ["dense", "csr", "ffi/cpu"], ["big"]]
+    assert _groups(["dense"], parts, 10) == [["dense"]]
+    assert _groups(["csr", "ffi/cpu"], parts, 3.5) == [["csr"], ["ffi/cpu"]]
+    assert _groups([], parts, 1) == []
+
+
+def test_a_layer_that_cannot_sit_beside_dense_gets_the_separate_dense_baseline(tmp_path, monkeypatch):
+    import bench.bench_kernels as bk
+
+    real = bk.memory_parts
+    monkeypatch.setattr(bk, "memory_parts", lambda layer, *a: (0, int(1.5 * 2**30) - 100, 0) if layer == "masked" else real(layer, *a))
+    rows = run_kernels(batch=4, dim=16, fan_ins=(3,), labels=(50,), warmup=0, repeats=1, max_gb=1.5,
+                       layers=["dense", "masked", "ffi/reference"], out_dir=tmp_path, log=lambda s: None)
+    by = {r.layer: r for r in rows}
+    assert by["ffi/reference"].baseline == "interleaved" and by["masked"].baseline == "separate"
+    assert by["masked"].vs_dense_fwd == pytest.approx(by["dense"].fwd_ms / by["masked"].fwd_ms)
 
 
 def test_interleaved_timing_runs_round_robin():
