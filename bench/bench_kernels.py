@@ -191,27 +191,37 @@ def _interleaved_ms(contenders: dict, device, warmup: int, repeats: int) -> dict
 
 
 def _groups(names: list[str], parts: dict[str, tuple[int, int, int]], max_bytes: float) -> list[list[str]]:
-    """Layers timed together (interleaved), in order, whose memory fits in ``max_bytes`` at once:
-    the shared buffers once, every layer's held memory, the largest per-call memory; every group
-    that can holds ``dense`` too, so each ratio has a baseline timed beside it."""
+    """Layers timed together (interleaved) whose memory fits in ``max_bytes`` at once (the shared
+    buffers once, every layer's held memory, the largest per-call memory): groups around
+    ``dense`` first, each taking, in order, every layer that still fits beside it, so each ratio
+    has a baseline timed beside it where memory allows; then what cannot sit beside dense."""
     baseline = "dense" if "dense" in names else None
+    rest = [n for n in names if n != baseline]
 
     def fits(group):
         return (max(parts[n][0] for n in group) + sum(parts[n][1] for n in group)
                 + max(parts[n][2] for n in group)) <= max_bytes
 
-    groups, current = [], []
-    for name in names:
-        if name == baseline:
-            continue
+    groups = []
+    while baseline and rest:
+        group = [baseline]
+        for name in list(rest):
+            if fits(group + [name]):
+                group.append(name)
+                rest.remove(name)
+        if len(group) == 1:
+            break
+        groups.append(group)
+    if baseline and not groups:
+        groups.append([baseline])
+    current = []
+    for name in rest:
         if current and not fits(current + [name]):
             groups.append(current)
             current = []
-        if not current and baseline and fits([baseline, name]):
-            current = [baseline]
         current.append(name)
-    if current or baseline:
-        groups.append(current or [baseline])
+    if current:
+        groups.append(current)
     return groups
 
 
@@ -246,8 +256,8 @@ def run_kernels(batch=256, dim=768, fan_ins=(16, 32, 64), labels=(16384, 131072,
                     rows[name].skipped = f"needs ~{need[name]:.1f} GB > --max-gb {max_gb:.1f}"
             fitting = [name for name in makers if not rows[name].skipped]
             dense_ms = None  # (fwd, fwd+bwd) of dense, for groups that cannot hold it beside them
-            # groups with dense first: a group without it takes the first group's dense times
-            for group in sorted(_groups(fitting, parts, max_gb * 2**30), key=lambda g: "dense" not in g):
+            # groups with dense come first: one without it takes the first group's dense times
+            for group in _groups(fitting, parts, max_gb * 2**30):
                 forward, forward_backward = {}, {}
                 for name in group:
                     fwd_fn, params = makers[name]()

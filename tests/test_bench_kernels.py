@@ -76,6 +76,8 @@ def test_groups_fit_in_memory_and_keep_dense_beside_each():
     assert _groups(names, parts, 12) == [["dense", "masked"], ["dense", "csr", "ffi/cpu"], ["big"]]
     assert _groups(["dense"], parts, 10) == [["dense"]]
     assert _groups(["csr", "ffi/cpu"], parts, 3.5) == [["csr"], ["ffi/cpu"]]
+    # ffi/cpu skips past a layer that does not fit beside dense, rather than end up alone
+    assert _groups(["dense", "masked", "ffi/cpu"], parts, 8) == [["dense", "ffi/cpu"], ["masked"]]
     assert _groups([], parts, 1) == []
 
 
