@@ -9,8 +9,10 @@ where our ``madvise(MADV_HUGEPAGE)`` then has to fault in 2 MiB ones.
 
 Safety: a cached buffer is handed out again only when nothing else references its storage (no
 tensor, view, storage object, autograd saved tensor or ``.grad``): ``torch._C._storage_Use_Count``
-and the storage object's Python reference count show no owner but the cache's own tensor. Each call returns a new tensor object on that storage, so
-the cache never holds a caller's tensor (or its autograd graph). ``XMC_KERNEL_BUFFER_CACHE=0`` turns reuse off (every output is a fresh ``torch.empty``).
+and the storage object's Python reference count show no owner but the cache's own tensor. Each
+call returns a new tensor object on that storage, so the cache never holds a caller's tensor (or
+its autograd graph). ``XMC_KERNEL_BUFFER_CACHE=0`` turns reuse off (every output is a fresh
+``torch.empty``).
 
 Cost: a cached buffer stays resident after its tensor dies, so it still counts in a step's peak
 (uncapped, the unfused ``[B, L]`` step at L = 1M peaked 1.16 GiB higher: the dead logits stayed
@@ -70,11 +72,10 @@ def empty(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         _cache.move_to_end(key)
         return _alias(held)
     fresh = torch.empty(shape, dtype=dtype)
-    nbytes = fresh.numel() * fresh.element_size()
-    if nbytes <= min(MAX_BUFFER_BYTES, MAX_BYTES):
+    if fresh.nbytes <= min(MAX_BUFFER_BYTES, MAX_BYTES):
         _cache[key] = fresh  # replaces a busy buffer of this shape: its owner keeps it alive
         _cache.move_to_end(key)
-        while sum(t.numel() * t.element_size() for t in _cache.values()) > MAX_BYTES:
+        while sum(t.nbytes for t in _cache.values()) > MAX_BYTES:
             _cache.popitem(last=False)  # the least recently used shape goes first
     return _alias(fresh)
 

@@ -293,16 +293,12 @@ static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
             sort_entries(ids + s0 * k, np * k, d, start, cur, epos);
             const float *vc = a->v + (l0 + s0) * k, *gTs = gT + s0 * BP;
             float *gvc = xp ? a->gv + (l0 + s0) * k : NULL;
-            /* the next chunk's columns of g (B rows × w16 lines) are asked for a few lines per
-               id, spread over the walk, rather than all at once at the next load (5 % faster) */
+            /* the next chunk's columns of g are asked for a few lines per id, spread over the
+               walk, rather than all at once at the next load (5 % faster) */
             const int64_t next = s0 + part >= n && l0 + LC < a->L ? (a->L - l0 - LC < LC ? a->L - l0 - LC : LC) : 0;
-            const int64_t w16 = (next + 15) / 16, lines = a->B * w16;
-            int64_t row = 0, line = 0, quota = 0;  /* lines/d per id, without a division per line */
+            spread_t ahead = spread(a->g + l0 + LC, a->L, a->B, next, d);
             for (int64_t i = 0; i < d; i++) {
-                for (quota += lines; quota >= d; quota -= d) {
-                    __builtin_prefetch(a->g + row * a->L + l0 + LC + 16 * line, 0, 2);
-                    if (++line == w16) { line = 0; row++; }
-                }
+                spread_step(&ahead);
                 const int32_t e0 = start[i], e1 = start[i + 1];
                 if (e0 == e1) continue;
                 for (int64_t c0 = 0, w; c0 < BP; c0 += w) {

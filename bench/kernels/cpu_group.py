@@ -210,15 +210,20 @@ static void store_gv(const float *gvT, int64_t GP, int64_t n, int64_t k, float *
         for (int64_t j = j0; j < k; j++) gv[t * k + j] = gvT[j * GP + t];
 }
 
+static int64_t groups(int64_t L, int64_t gs) { return (L + gs - 1) / gs; }
+
 /* groups per super-chunk: about 256 labels, whose columns of g are read as one 1 KiB piece
    per row (a group's 128 bytes per row are too short for DRAM and the TLB) */
 static int64_t per_super(int64_t gs) { return gs >= 256 ? 1 : 256 / gs; }
+
+/* super-chunks of L labels: the backward's units of work */
+static int64_t supers(int64_t L, int64_t gs) { return (groups(L, gs) + per_super(gs) - 1) / per_super(gs); }
 
 static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
     const gargs_t *a = args;
     const int64_t B = a->B, k = a->k, GP = a->GP, BP = a->BP, L = a->L, gs = a->gs, SC = per_super(gs);
     const int64_t SP = (SC * gs + 15) / 16 * 16 + 16;  /* a row of the super-chunk copy, padded */
-    const int64_t G_all = (L + gs - 1) / gs;
+    const int64_t G_all = groups(L, gs);
     scratch_t s = scratch(a, B * SP + GP * BP + k * GP + 16);
     float *cs = (float *)(((uintptr_t)s.f + 63) & ~(uintptr_t)63);
     float *gT = cs + B * SP, *gvT = gT + GP * BP;  /* [B, SP], [GP, BP], [k, GP] */
@@ -233,11 +238,9 @@ static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
         }
         /* the next super-chunk's rows, asked for spread over this one's groups */
         const int64_t nn = S + 1 < hi ? ((G1 + SC < G_all ? (G1 + SC) * gs : L) - G1 * gs) : 0;
-        const int64_t w16 = (nn + 15) / 16, lines = B * w16;
-        int64_t asked = 0;
+        spread_t ahead = spread(a->g + G1 * gs, L, B, nn, G1 - G0);
         for (int64_t G = G0; G < G1; G++) {
-            for (const int64_t until = lines * (G - G0 + 1) / (G1 - G0); asked < until; asked++)
-                __builtin_prefetch(a->g + asked / w16 * L + G1 * gs + 16 * (asked % w16), 0, 2);
+            spread_step(&ahead);
             const int64_t l0 = G * gs, n = L - l0 < gs ? L - l0 : gs;
             const float *cg = cs + (l0 - ls);  /* the group's columns: rows SP floats apart */
             group_ids(a, G, s.off, s.row);
@@ -254,7 +257,6 @@ static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
     free(s.off);
 }
 
-static int64_t groups(int64_t L, int64_t gs) { return (L + gs - 1) / gs; }
 
 /* xt [d, B], v [L, k], idx [ceil(L/gs), k] (2 or 4 bytes) -> out [B, L] */
 void group_forward(const float *xt, const float *v, const void *idx, int idx_bytes, float *out,
@@ -269,11 +271,11 @@ void group_backward(const float *g, const float *xt, const float *v, const void 
                     float *gv, float *gx, int64_t B, int64_t d, int64_t L, int64_t k, int64_t gs, int nt) {
     gargs_t a = {xt, v, g, idx, NULL, gv, gx, B, d, L, k, gs, (B + 15) / 16 * 16, (gs + 15) / 16 * 16, idx_bytes};
     if (gv) huge_pages(gv, sizeof(float) * L * k);
-    parallel(bwd, &a, (groups(L, gs) + per_super(gs) - 1) / per_super(gs), nt);
+    parallel(bwd, &a, supers(L, gs), nt);
 }
 
 /* how many partial buffers group_backward will write */
-int group_threads_used(int64_t L, int64_t gs, int nt) { return threads_for((groups(L, gs) + per_super(gs) - 1) / per_super(gs), nt); }
+int group_threads_used(int64_t L, int64_t gs, int nt) { return threads_for(supers(L, gs), nt); }
 """
 
 

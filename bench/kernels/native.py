@@ -116,6 +116,24 @@ static void huge_pages(void *p, size_t bytes) {
 #endif
 }
 
+/* Prefetch (into L2) `rows` rows × `cols` floats from base (rows `stride` floats apart: a
+   [B, L] array's rows, which no hardware prefetcher follows), spread evenly over `steps` calls
+   of spread_step, one cache line at a time, so the reads overlap the work between the calls
+   instead of arriving in one burst */
+typedef struct { const float *base; int64_t stride, w16, lines, steps, row, line, quota; } spread_t;
+
+static inline spread_t spread(const float *base, int64_t stride, int64_t rows, int64_t cols, int64_t steps) {
+    const int64_t w16 = (cols + 15) / 16;
+    return (spread_t){base, stride, w16, rows * w16, steps, 0, 0, 0};
+}
+
+static inline void spread_step(spread_t *p) {
+    for (p->quota += p->lines; p->quota >= p->steps; p->quota -= p->steps) {  /* lines/steps per call */
+        __builtin_prefetch(p->base + p->row * p->stride + 16 * p->line, 0, 2);
+        if (++p->line == p->w16) { p->line = 0; p->row++; }
+    }
+}
+
 typedef void (*work_fn)(const void *args, int64_t lo, int64_t hi, int tid);
 typedef struct { work_fn fn; const void *a; int64_t lo, hi; int tid; } job_t;
 
