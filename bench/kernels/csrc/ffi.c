@@ -41,8 +41,8 @@ static void fwd_4_1(const float *X, const float *w, const int32_t *id, int64_t k
 static void fwd_1_1(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(1, 1, X, w, id, k, s, BP); }
 
 /* out[b, t] = stage[t, b] for b < B, t < n (out rows L floats apart): 16 × 16 blocks, along 16
-   rows at a time (1 KiB runs per row: at L = 2^17 the rows alias in L1 and L2, and down the
-   columns the forward took 5 % longer) */
+   rows at a time (1 KiB runs per row: at L = 2^17 the rows alias in L1 and L2, so walking down
+   the columns is slower) */
 static void write_out(const float *stage, int64_t BP, int64_t B, int64_t n, float *out, int64_t L) {
     for (int64_t b0 = 0; b0 < B; b0 += 16) {
         const int64_t nb = B - b0 < 16 ? B - b0 : 16;
@@ -104,7 +104,7 @@ static void fwd(const void *args, int64_t lo, int64_t hi, int tid) {
      grad_values[e] = gT[t, :] · xp[id, :] and buf[id, :] += v[t, j] · gT[t, :] (two entries per
      read-modify-write of the buffer row). Label by label instead, every FMA would fetch one xp
      and one buffer row from L2: the id order needs one line from L2 per two FMAs, not 1.5 per one
-     (A/B at L = 131072, B = 256, k = 32: 1.2× faster with the sort included).
+     (faster even with the sort included).
    grad_input alone: the same walk with the buffer row in registers;
    grad_values alone: per label, 16·NV batch columns of its gT row in registers, dotted with its
      k rows of xp (no sort: nothing is scattered). */
@@ -127,8 +127,8 @@ static void gv_1(const float *gr, const float *xp, int64_t BP, const int32_t *id
 
 /* The m ≤ 65536 entries e = t·k + j of (part of) a chunk ordered by id: epos[start[i]] ..
    epos[start[i + 1] - 1] are the entries of id i (d + 1 starts; cur: d ints of scratch).
-   16-bit positions keep the sort's scattered writes within 16 KiB (L1): with three 32-bit
-   arrays (position, gT row, value) it took twice as long. */
+   16-bit positions keep the sort's scattered writes within 16 KiB (L1): three 32-bit arrays
+   (position, gT row, value) would scatter over six times as much. */
 static void sort_entries(const int32_t *ids, int64_t m, int64_t d, int32_t *start, int32_t *cur, uint16_t *epos) {
     memset(cur, 0, sizeof(int32_t) * d);
     for (int64_t e = 0; e < m; e++) cur[ids[e]]++;
@@ -203,8 +203,8 @@ static void gx_1(GX_ARGS) { gx_id(1, b, g, BP, c0, p, inv, vc, e0, e1); }
 static inline int64_t piece(int64_t BP, int64_t c0) { return BP - c0 >= 256 ? 256 : BP - c0 >= 64 ? 64 : 16; }
 
 /* gT[t, b] = g[b, l0 + t] for t < n, b < BP (zero for b ≥ B), along 16 rows at a time (down the
-   columns, 16 × 16 block by block, the backward took 8 % longer: at L = 2^17 every row maps to
-   the same L1/L2 sets); without a grad_input walk to spread it over, the next chunk's part of
+   columns, 16 × 16 block by block, is slower: at L = 2^17 every row maps to the same L1/L2
+   sets); without a grad_input walk to spread it over, the next chunk's part of
    each row of g is prefetched here: rows are L floats apart, which no hardware prefetcher follows */
 static void load_chunk(const args_t *a, int64_t l0, int64_t n, float *gT) {
     const int64_t B = a->B, BP = a->BP, L = a->L;
@@ -249,7 +249,7 @@ static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
             const float *vc = a->v + (l0 + s0) * k, *gTs = gT + s0 * BP;
             float *gvc = xp ? a->gv + (l0 + s0) * k : NULL;
             /* the next chunk's columns of g are asked for a few lines per id, spread over the
-               walk, rather than all at once at the next load (5 % faster) */
+               walk, rather than all at once at the next load */
             const int64_t next = s0 + part >= n && l0 + LC < a->L ? (a->L - l0 - LC < LC ? a->L - l0 - LC : LC) : 0;
             spread_t ahead = spread(a->g + l0 + LC, a->L, a->B, next, d);
             for (int64_t i = 0; i < d; i++) {
