@@ -5,7 +5,7 @@ import pytest
 from bench import list_methods
 from bench.cli import main
 from bench.sweep import Suite, run_suite
-from bench.tracking import read_records
+from bench.record import read_records
 
 RECORD_FIELDS = {"run_id", "config_hash", "method", "config", "dataset", "num_labels", "metrics",
                  "memory", "throughput", "wall_time_s", "status", "environment", "seed", "epochs"}
