@@ -79,7 +79,7 @@ def label_statistics(dataset: XMCDataset) -> dict:
 
 def prepare(cfg: DataConfig, log=print) -> Path:
     """Build, check and cache dataset ``cfg.name``; returns the cache folder."""
-    from bench.data.cards import check_against_card, load_card
+    from bench.data.cards import DEFAULT_PROPENSITY, check_against_card, load_card
     from bench.data.catalog import DATASETS
     from bench.data.propensity import jain_propensity
 
@@ -88,7 +88,8 @@ def prepare(cfg: DataConfig, log=print) -> Path:
     stats = label_statistics(dataset)
     if card is not None:
         check_against_card(stats, card)
-    A, B = (card["propensity"]["A"], card["propensity"]["B"]) if card else (0.55, 1.5)
+    propensity = card["propensity"] if card else DEFAULT_PROPENSITY
+    A, B = propensity["A"], propensity["B"]
     counts = dataset.train_y.column_counts()
     meta = {
         "format_version": FORMAT_VERSION,
@@ -97,7 +98,7 @@ def prepare(cfg: DataConfig, log=print) -> Path:
         "statistics": stats,
         "propensity": {"A": A, "B": B},
         "source": dataset.meta,
-        "card": f"datasets/{cfg.name}.yaml" if card else None,
+        "card": f"bench/cards/{cfg.name}.yaml" if card else None,
     }
     root = cache_root(cfg)
     root.mkdir(parents=True, exist_ok=True)
