@@ -183,18 +183,23 @@ def cmd_data(args) -> int:
     if meta is not None and meta.get("data_config") == cache.cache_key(cfg):
         stats, where = meta["statistics"], f"cache {cache.cache_path(cfg)}"
         counts = cache.load_label_table(cache.cache_path(cfg))["train_count"]
+        propensity = {**meta["propensity"], "card": meta.get("card")}
     else:
+        from bench.data.cards import card_propensity
         from bench.data.catalog import load_dataset
 
         dataset = load_dataset(cfg)
         stats, where = cache.label_statistics(dataset), dataset.meta.get("source", "built in")
         counts = dataset.train_y.column_counts()
+        propensity = card_propensity(cfg.name)
     if args.json:
-        print(json.dumps({"name": cfg.name, "from": str(where), **stats}))
+        print(json.dumps({"name": cfg.name, "from": str(where), **stats, "propensity": propensity}))
     else:
         print(f"{cfg.name}  (from {where})")
         for key, value in stats.items():
             print(f"  {key:42} {value:.4g}" if isinstance(value, float) else f"  {key:42} {value}")
+        print(f"  {'propensity A, B':42} {propensity['A']}, {propensity['B']}  "
+              f"({'card ' + propensity['card'] if propensity['card'] else 'no card: default'})")
     if args.plot:
         _plot_label_frequencies(counts, cfg.name, Path(args.plot))
         print(f"label-frequency plot written to {args.plot}")

@@ -79,7 +79,7 @@ def label_statistics(dataset: XMCDataset) -> dict:
 
 def prepare(cfg: DataConfig, log=print) -> Path:
     """Build, check and cache dataset ``cfg.name``; returns the cache folder."""
-    from bench.data.cards import DEFAULT_PROPENSITY, check_against_card, load_card
+    from bench.data.cards import DEFAULT_PROPENSITY, card_file, check_against_card, load_card
     from bench.data.catalog import DATASETS
     from bench.data.propensity import jain_propensity
 
@@ -98,7 +98,7 @@ def prepare(cfg: DataConfig, log=print) -> Path:
         "statistics": stats,
         "propensity": {"A": A, "B": B},
         "source": dataset.meta,
-        "card": f"bench/cards/{cfg.name}.yaml" if card else None,
+        "card": card_file(cfg.name) if card else None,
     }
     root = cache_root(cfg)
     root.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,22 @@ def load_card(name: str) -> dict | None:
     return read_card(path)
 
 
+def card_file(name: str) -> str | None:
+    """Where the card of ``name`` is: the card file ``name`` itself, a shipped card's file, or
+    ``None`` when there is none."""
+    if is_card_file(name):
+        return str(name)
+    path = cards_dir() / f"{name}.yaml"
+    return str(path) if path.is_file() else None
+
+
+def card_propensity(name: str) -> dict:
+    """``{A, B, card}``: the propensity parameters of the card of ``name`` and its file, or
+    Jain et al.'s defaults and ``card: None`` for a dataset without a card (synthetic)."""
+    card = load_card(name)
+    return {**(card["propensity"] if card else DEFAULT_PROPENSITY), "card": card_file(name) if card else None}
+
+
 def read_card(path) -> dict:
     """The card in file ``path`` as a dict, checked; a ``DataFormatError`` names what is wrong."""
     import yaml
