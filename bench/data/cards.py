@@ -56,6 +56,12 @@ def is_card_file(name: str) -> bool:
     return str(name).endswith((".yaml", ".yml"))
 
 
+def dataset_name(name: str) -> str:
+    """The name a dataset is recorded, cached and reported under: the card's name for a card
+    file (its file name without ``.yaml``, as ``read_card`` requires), else ``name``."""
+    return Path(name).name.rsplit(".", 1)[0] if is_card_file(name) else name
+
+
 def load_card(name: str) -> dict | None:
     """The card of ``name`` as a dict (checked): a shipped card's, or the card file ``name``
     (``path/to/card.yaml``); ``None`` when no shipped card has that name."""
@@ -149,11 +155,13 @@ def _check_source(path, card: dict) -> None:
                               f"files {'has' if files.get('test') else 'has no'} test file")
 
 
-def source_of(card: dict) -> Source:
-    """The ``Source`` of a checked card."""
+def source_of(card: dict, base=None) -> Source:
+    """The ``Source`` of a checked card; a relative ``source.folder`` is taken relative to
+    ``base`` when given (a card file's folder), else to the shared data root."""
     files = card["files"]
+    folder = str(Path(base) / card["source"]["folder"]) if base is not None else card["source"]["folder"]
     return Source(
-        folder=card["source"]["folder"], format=card["format"], train=files["train"], test=files.get("test", ""),
+        folder=folder, format=card["format"], train=files["train"], test=files.get("test", ""),
         xml=files.get("xml", ""), labels_by=card.get("labels_by", "name"), features=card["features"],
         test_filter=files.get("test_filter", ""), texts=tuple(files.get("texts", ())),
     )

@@ -4,10 +4,12 @@ the others come from their cards (``bench.data.cards``): a new dataset is a new 
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 from bench.config import DataConfig
-from bench.data.cards import card_names, load_card, source_of
+from bench.data.cards import card_names, is_card_file, load_card, read_card, source_of
 from bench.data.real import load_source
+from bench.errors import ConfigError, UnknownNameError
 from bench.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -48,12 +50,35 @@ for _name, _source in SOURCES.items():
     DATASETS.register(_name, partial(load_source, _name, _source))
 
 
+def dataset_builder(name: str):
+    """``build(cfg) -> XMCDataset`` of dataset ``name``: a registered dataset's, or for a card
+    file (``path/to/NAME.yaml``) one that reads the files the card describes, its relative
+    ``source.folder`` taken from the card file's folder. An unknown name is a ``ConfigError``
+    with a "did you mean"; a card file that cannot be read, a ``DataFormatError``."""
+    if is_card_file(name):
+        path = Path(name)
+        card = read_card(path)
+        return partial(load_source, card["name"], source_of(card, base=path.parent))
+    try:
+        return DATASETS.get(name)
+    except UnknownNameError as err:
+        raise ConfigError(f"config key 'data.name': {err}; or give a card file, data=path/to/NAME.yaml "
+                          "(`xmc-bench data card` writes one)") from None
+
+
+def check_dataset_name(name: str) -> None:
+    """Raise the error ``load_dataset`` would for an unknown dataset name or a bad card file,
+    without reading any data: configs call it before anything runs."""
+    dataset_builder(name)
+
+
 def load_dataset(cfg: DataConfig):
-    """The dataset ``cfg.name``: from its prepared cache (``xmc-bench data prepare``) when one
-    was built from the same data settings, else built from its source."""
+    """The dataset ``cfg.name`` (a registered name or a card file): from its prepared cache
+    (``xmc-bench data prepare``) when one was built from the same data settings, else built
+    from its source."""
     from bench.data.cache import load_cached
 
-    build = DATASETS.get(cfg.name)  # an unknown name fails here, with a "did you mean"
+    build = dataset_builder(cfg.name)
     dataset = load_cached(cfg)
     if dataset is None:
         dataset = build(cfg)
