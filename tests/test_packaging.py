@@ -18,8 +18,8 @@ from bench.sparse import CSR
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(args, cwd, env):
-    done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+def _run(args, cwd, env, program=sys.executable):
+    done = subprocess.run([str(program), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -58,7 +58,7 @@ def test_the_installed_package_is_the_wheel(installed):
 
 def test_list_and_data_info_read_the_shipped_cards(installed):
     site, env, work = installed
-    listed = _run(["-m", "bench.cli", "list"], work, env)
+    listed = _run(["list"], work, env, program=site / "bin" / "xmc-bench")  # the wheel's console script
     datasets = next(line for line in listed.splitlines() if line.startswith("datasets:")).split(":", 1)[1]
     names = [n.strip() for n in datasets.split(",")]
     assert {"bibtex", "delicious", "stackex-cs", "amazon-670k", "lf-amazontitles-131k"} <= set(names)

@@ -93,6 +93,7 @@ def read_card(path) -> dict:
     """The card in file ``path`` as a dict, checked; a ``DataFormatError`` names what is wrong."""
     import yaml
 
+    path = Path(path) if isinstance(path, str) else path  # else a Path or an importlib.resources Traversable
     try:
         card = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
