@@ -186,21 +186,44 @@ def cmd_data(args) -> int:
     if meta is not None and meta.get("data_config") == cache.cache_key(cfg):
         stats, where = meta["statistics"], f"cache {cache.cache_path(cfg)}"
         counts = cache.load_label_table(cache.cache_path(cfg))["train_count"]
+        propensity = {**meta["propensity"], "card": meta.get("card")}
     else:
+        from bench.data.cards import card_propensity
         from bench.data.catalog import load_dataset
 
         dataset = load_dataset(cfg)
         stats, where = cache.label_statistics(dataset), dataset.meta.get("source", "built in")
         counts = dataset.train_y.column_counts()
+        propensity = card_propensity(cfg.name)
     if args.json:
-        print(json.dumps({"name": cfg.name, "from": str(where), **stats}))
+        print(json.dumps({"name": cfg.name, "from": str(where), **stats, "propensity": propensity}))
     else:
         print(f"{cfg.name}  (from {where})")
         for key, value in stats.items():
             print(f"  {key:42} {value:.4g}" if isinstance(value, float) else f"  {key:42} {value}")
+        print(f"  {'propensity A, B':42} {propensity['A']}, {propensity['B']}  "
+              f"({'card ' + propensity['card'] if propensity['card'] else 'no card: default'})")
     if args.plot:
         _plot_label_frequencies(counts, cfg.name, Path(args.plot))
         print(f"label-frequency plot written to {args.plot}")
+    return 0
+
+
+def cmd_data_card(args) -> int:
+    from bench.data.cards import load_card
+    from bench.data.make_card import make_card
+
+    files = {"train": args.train, "test": args.test, "xml": args.xml, "test_filter": args.test_filter,
+             "texts": args.texts}
+    out = make_card(args.name, args.format, files, out_dir=args.out, features=args.features, title=args.title,
+                    labels_by=args.labels_by, A=args.A, B=args.B)
+    card = load_card(str(out))
+    print(f"card written to {out}")
+    for key, value in card["statistics"].items():
+        print(f"  {key:22} {value}")
+    print(f"  {'propensity A, B':22} {card['propensity']['A']}, {card['propensity']['B']}"
+          f"{'  (default)' if (args.A, args.B) == (0.55, 1.5) else ''}")
+    print(f"run it with: xmc-bench run method=dense data={out}")
     return 0
 
 
@@ -344,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command, text in (("prepare", "validate a dataset against its card and cache it as Arrow files"),
                           ("info", "print a dataset's statistics (from its cache when prepared)")):
         cmd = data_sub.add_parser(command, help=text)
-        cmd.add_argument("name", help="registered dataset, e.g. bibtex (`xmc-bench list`)")
+        cmd.add_argument("name", help="registered dataset, e.g. bibtex (`xmc-bench list`), or a card file path/NAME.yaml")
         cmd.add_argument("overrides", nargs="*", help="data.* overrides, e.g. data.split_seed=1")
         cmd.add_argument("--path", default="", help="folder holding the dataset's files (data.path)")
         cmd.add_argument("--cache-dir", default="", help="cache root (data.cache_dir)")
@@ -352,6 +375,26 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--plot", default="", help="also write a label-frequency plot (PNG/SVG) here")
             cmd.add_argument("--json", action="store_true", help="print one JSON object")
         cmd.set_defaults(func=cmd_data)
+    card = data_sub.add_parser("card", help="write a card for your own dataset's files (then run it with data=CARD)")
+    card.add_argument("--format", required=True, choices=("arff", "xc-bow", "xc-split", "lf"),
+                      help="arff (MULAN ARFF + .xml), xc-bow (XC BoW file), xc-split (trn_X_Xf.txt + trn_X_Y.txt ...), "
+                           "lf (xc-split + raw text JSON lines)")
+    card.add_argument("--name", required=True, help="the dataset's name in records and reports")
+    card.add_argument("--train", required=True, help="the training file (xc-split/lf: its prefix or its _X_Xf.txt)")
+    card.add_argument("--test", default="", help="the test file; without it the test split is a seeded 20%% draw")
+    card.add_argument("--xml", default="", help="arff: the MULAN .xml label list")
+    card.add_argument("--labels-by", default="", choices=("", "name", "last"),
+                      help="arff: labels are the attributes the .xml names (default) or the last N")
+    card.add_argument("--texts", nargs=3, default=None, metavar=("TRAIN", "TEST", "LABELS"),
+                      help="lf: the raw text JSON lines files")
+    card.add_argument("--test-filter", default="", help="file of (test point, label) pairs removed from predictions")
+    card.add_argument("--features", default="", choices=("", "tfidf", "l2", "as-is"),
+                      help="feature weighting (default tfidf for arff/xc-bow, l2 for xc-split/lf)")
+    card.add_argument("--title", default="", help="a longer name for reports (default: --name)")
+    card.add_argument("--A", type=float, default=0.55, help="propensity A (default: Jain et al.'s 0.55)")
+    card.add_argument("--B", type=float, default=1.5, help="propensity B (default: Jain et al.'s 1.5)")
+    card.add_argument("--out", default="", help="folder to write NAME.yaml in (default: the files' folder)")
+    card.set_defaults(func=cmd_data_card)
     return parser
 
 

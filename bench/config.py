@@ -389,6 +389,9 @@ def resolve(overrides: list[str] | dict[str, Any], yaml_path: str | Path | None 
         cfg = apply_overrides(cfg, get_method(method).overrides)
     cfg = apply_overrides(cfg, user)
     check(cfg)
+    from bench.data.catalog import check_dataset_name  # an unknown dataset fails here, before anything runs
+
+    check_dataset_name(cfg.data.name)
     return cfg
 
 

@@ -182,7 +182,7 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
         if cfg.aux.scale > 0:
             aux, record["aux"] = build_aux(cfg, dataset, model, device)
             model.aux = aux.to(device)
-        record["propensity"] = propensity_parameters(cfg, dataset.name)
+        record["propensity"] = propensity_parameters(cfg, cfg.data.name)  # the name or card file
         inv_propensity = 1.0 / jain_propensity(dataset.train_y.column_counts(), dataset.num_train,
                                                record["propensity"]["A"], record["propensity"]["B"])
         # checkpoints hold one process's state; a torchrun run is not checkpointed

@@ -4,6 +4,7 @@ LaTeX / HTML, and matplotlib PNG + SVG."""
 from __future__ import annotations
 
 import html
+from importlib import resources
 from pathlib import Path
 
 import pandas as pd
@@ -171,7 +172,7 @@ def pivot_markdown(frame: pd.DataFrame, columns: list[str]) -> str:
     return "\n".join(out)
 
 
-BASELINES_CSV = Path(__file__).resolve().parent.parent / "baselines" / "published.csv"
+BASELINES_CSV = resources.files("bench") / "baselines" / "published.csv"  # package data: a Path once installed
 
 
 def leaderboard(frame: pd.DataFrame, dataset: str, baselines_csv: str | Path = BASELINES_CSV) -> str:

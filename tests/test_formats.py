@@ -80,7 +80,7 @@ def test_value_format(tmp_path):
 
 def test_large_file_is_vectorised(tmp_path, monkeypatch):
     # ~2e5 nonzeros: the fast path has to parse them without falling back to the slow pass
-    import bench.data.formats as formats
+    import bench.data.formats.common as formats
 
     monkeypatch.setattr(formats, "_raise_first_bad_entry", lambda *a: pytest.fail("slow pass used"))
     rng = np.random.default_rng(1)

@@ -108,7 +108,7 @@ def test_split_format_dataset_carries_its_filter_through_the_cache(tmp_path, mon
     assert (built.num_train, built.num_test, built.num_labels, built.num_features) == (40, 15, 12, 20)
     np.testing.assert_array_equal(built.test_filter.indices, filtered.indices)
     # the card's published counts do not fit this toy folder: prepare refuses it
-    with pytest.raises(Exception, match="does not match datasets/lf-amazontitles-131k.yaml"):
+    with pytest.raises(Exception, match="does not match its card lf-amazontitles-131k.yaml"):
         prepare(cfg, log=lambda *a: None)
     assert not (tmp_path / "cache" / "lf-amazontitles-131k").exists()
     # without the card check, the filter goes into the cache and comes back from it

@@ -14,7 +14,7 @@ from bench.cli import main
 from bench.config import DataConfig
 from bench.data.catalog import load_dataset
 from bench.data.formats import write_filter, write_lf_jsonl, write_sparse_matrix
-from bench.data.real import first_differing_row
+from bench.data.formats.lf import first_differing_row
 from bench.errors import BenchError, DataFormatError
 from bench.sparse import CSR
 from bench.record import read_records

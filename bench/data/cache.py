@@ -54,7 +54,9 @@ def cache_root(cfg: DataConfig) -> Path:
 
 
 def cache_path(cfg: DataConfig) -> Path:
-    return cache_root(cfg) / cfg.name
+    from bench.data.cards import dataset_name
+
+    return cache_root(cfg) / dataset_name(cfg.name)  # a card file's dataset under the card's name
 
 
 def cache_key(cfg: DataConfig) -> dict:
@@ -79,16 +81,17 @@ def label_statistics(dataset: XMCDataset) -> dict:
 
 def prepare(cfg: DataConfig, log=print) -> Path:
     """Build, check and cache dataset ``cfg.name``; returns the cache folder."""
-    from bench.data.cards import check_against_card, load_card
-    from bench.data.catalog import DATASETS
+    from bench.data.cards import DEFAULT_PROPENSITY, card_file, check_against_card, load_card
+    from bench.data.catalog import dataset_builder
     from bench.data.propensity import jain_propensity
 
-    dataset = DATASETS.get(cfg.name)(cfg).validate()
+    dataset = dataset_builder(cfg.name)(cfg).validate()
     card = load_card(cfg.name)
     stats = label_statistics(dataset)
     if card is not None:
         check_against_card(stats, card)
-    A, B = (card["propensity"]["A"], card["propensity"]["B"]) if card else (0.55, 1.5)
+    propensity = card["propensity"] if card else DEFAULT_PROPENSITY
+    A, B = propensity["A"], propensity["B"]
     counts = dataset.train_y.column_counts()
     meta = {
         "format_version": FORMAT_VERSION,
@@ -97,11 +100,12 @@ def prepare(cfg: DataConfig, log=print) -> Path:
         "statistics": stats,
         "propensity": {"A": A, "B": B},
         "source": dataset.meta,
-        "card": f"datasets/{cfg.name}.yaml" if card else None,
+        "card": card_file(cfg.name) if card else None,
     }
     root = cache_root(cfg)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.name}.tmp-", dir=root))
+    final = cache_path(cfg)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
     tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
     try:
         for split in SPLITS:
@@ -120,11 +124,11 @@ def prepare(cfg: DataConfig, log=print) -> Path:
             _save(pa.table({"label_ids": _list_array(dataset.test_filter.indptr, dataset.test_filter.indices)}),
                   tmp / "test_filter")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-        _swap_into_place(tmp, root / cfg.name)
+        _swap_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return root / cfg.name
+    return final
 
 
 def load_cached(cfg: DataConfig) -> XMCDataset | None:

@@ -1,41 +1,105 @@
-"""Dataset cards: ``datasets/NAME.yaml`` beside the package, one per dataset (source, format,
-files, split, published statistics, propensity A/B, conventions).
+"""Dataset cards: one YAML file per dataset, the one description of it. The shipped cards are
+package data (``bench/cards/NAME.yaml``, found through ``importlib.resources``, so an editable
+and a wheel install find the same files); a card file elsewhere describes a user's dataset.
 
-``xmc-bench data prepare`` checks a dataset against its card's counts, and the propensity
-parameters of a card are the ones its PSP@k uses. A statistic a card is not sure of says
-``"unverified"`` and is not checked.
+A card says where the files are and how to read them (``source.folder``, ``format``, ``files``,
+``features``, ``labels_by``), how the test split is made (``split``: ``official`` when ``files``
+has a ``test``, else ``seeded``), what the files hold (``statistics``; ``xmc-bench data prepare``
+checks the counts) and the propensity parameters its PSP@k uses (``propensity: {A, B}``), beside
+provenance and conventions for the reader. A statistic a card is not sure of says
+``"unverified"`` and is not checked. ``bench.data.catalog`` registers a dataset per shipped card.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
+from bench.data.formats import READERS
 from bench.errors import BenchError, DataFormatError
 
-CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets"
-REQUIRED = ("name", "title", "registered", "source", "format", "files", "split", "statistics", "propensity", "conventions")
+REQUIRED = ("name", "title", "source", "format", "files", "features", "split", "statistics", "propensity", "conventions")
 STATISTICS = ("num_train", "num_test", "num_features", "num_labels", "avg_labels_per_point", "avg_points_per_label")
 COUNTS = ("num_train", "num_test", "num_features", "num_labels")  # what `data prepare` checks exactly
+FEATURES = ("tfidf", "l2", "as-is")  # how bench.data.real weighs the features read from the files
+LABELS_BY = ("name", "last")  # arff: the attributes the .xml names, or the last N (N from the .xml)
+DEFAULT_PROPENSITY = {"A": 0.55, "B": 1.5}  # Jain et al. 2016's values for datasets other than Amazon/Wikipedia
+
+
+@dataclass(frozen=True)
+class Source:
+    """How to read a dataset: the card's machine-readable part."""
+
+    folder: str  # the card's source.folder: under the shared data root (bench.data.real), or data.path
+    format: str  # a registered reader (bench.data.formats.READERS)
+    train: str  # the training file (or prefix), or the only one when there is no official split
+    test: str = ""  # the official test file (or prefix); "" means a seeded split of `train`
+    xml: str = ""  # arff: the MULAN label list
+    labels_by: str = "name"  # arff: `name` (attributes the .xml names) | `last` (the last N, N from the .xml)
+    features: str = "tfidf"  # tfidf (counts / binary words) | l2 (dense numeric features) | as-is
+    test_filter: str = ""  # optional filter file of (test point, label) pairs dropped from predictions
+    texts: tuple[str, ...] = ()  # lf: raw text JSON lines (train, test, labels), each also looked for + ".gz"
+
+
+def cards_dir():
+    """The shipped cards' folder (a ``Traversable``; a ``Path`` for an installed package)."""
+    return resources.files("bench") / "cards"
 
 
 def card_names() -> list[str]:
-    return sorted(p.stem for p in CARDS_DIR.glob("*.yaml"))
+    return sorted(p.name[: -len(".yaml")] for p in cards_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def is_card_file(name: str) -> bool:
+    """Whether a dataset name is a path to a card file rather than a shipped card's name."""
+    return str(name).endswith((".yaml", ".yml"))
+
+
+def dataset_name(name: str) -> str:
+    """The name a dataset is recorded, cached and reported under: the card's name for a card
+    file (its file name without ``.yaml``, as ``read_card`` requires), else ``name``."""
+    return Path(name).name.rsplit(".", 1)[0] if is_card_file(name) else name
 
 
 def load_card(name: str) -> dict | None:
-    """The card of ``name`` as a dict (checked), or ``None`` when there is no card."""
-    path = CARDS_DIR / f"{name}.yaml"
-    if not path.exists():
+    """The card of ``name`` as a dict (checked): a shipped card's, or the card file ``name``
+    (``path/to/card.yaml``); ``None`` when no shipped card has that name."""
+    if is_card_file(name):
+        return read_card(Path(name))
+    path = cards_dir() / f"{name}.yaml"
+    if not path.is_file():
         return None
     return read_card(path)
 
 
+def card_file(name: str) -> str | None:
+    """Where the card of ``name`` is: the card file ``name`` itself, a shipped card's file, or
+    ``None`` when there is none."""
+    if is_card_file(name):
+        return str(name)
+    path = cards_dir() / f"{name}.yaml"
+    return str(path) if path.is_file() else None
+
+
+def card_propensity(name: str) -> dict:
+    """``{A, B, card}``: the propensity parameters of the card of ``name`` and its file, or
+    Jain et al.'s defaults and ``card: None`` for a dataset without a card (synthetic)."""
+    card = load_card(name)
+    return {**(card["propensity"] if card else DEFAULT_PROPENSITY), "card": card_file(name) if card else None}
+
+
 def read_card(path) -> dict:
+    """The card in file ``path`` as a dict, checked; a ``DataFormatError`` names what is wrong."""
     import yaml
 
-    path = Path(path)
+    path = Path(path) if isinstance(path, str) else path  # else a Path or an importlib.resources Traversable
     try:
         card = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataFormatError(path, None, "no such card file") from None
+    except UnicodeDecodeError as err:
+        raise DataFormatError(path, None, f"not UTF-8 ({err.reason}): expected a YAML card") from None
     except yaml.YAMLError as err:
         line = err.problem_mark.line + 1 if getattr(err, "problem_mark", None) else None
         raise DataFormatError(path, line, f"not valid YAML: {getattr(err, 'problem', err)}") from None
@@ -44,8 +108,9 @@ def read_card(path) -> dict:
     missing = [key for key in REQUIRED if key not in card]
     if missing:
         raise DataFormatError(path, None, f"missing card fields {missing}: expected {', '.join(REQUIRED)}")
-    if card["name"] != path.stem:
-        raise DataFormatError(path, None, f"name {card['name']!r} differs from the file name {path.stem!r}")
+    stem = path.name.rsplit(".", 1)[0]
+    if card["name"] != stem:
+        raise DataFormatError(path, None, f"name {card['name']!r} differs from the file name {stem!r}")
     stats = card["statistics"]
     for key in STATISTICS:
         value = stats.get(key) if isinstance(stats, dict) else None
@@ -54,7 +119,53 @@ def read_card(path) -> dict:
     prop = card["propensity"]
     if not (isinstance(prop, dict) and all(isinstance(prop.get(k), (int, float)) for k in ("A", "B"))):
         raise DataFormatError(path, None, f"propensity is {prop!r}: expected {{A: number, B: number}}")
+    _check_source(path, card)
     return card
+
+
+def _check_source(path, card: dict) -> None:
+    """The fields ``source_of`` reads: folder, a registered format, the files it needs, the
+    feature weighting and a split that agrees with the files."""
+    if not (isinstance(card["source"], dict) and isinstance(card["source"].get("folder"), str)):
+        raise DataFormatError(path, None, "source.folder is missing: expected the folder that holds the files")
+    fmt = card["format"]
+    if fmt not in READERS:
+        raise DataFormatError(path, None, f"format is {fmt!r}: expected one of {', '.join(READERS.names())}")
+    reader, files = READERS.get(fmt), card["files"]
+    if not isinstance(files, dict):
+        raise DataFormatError(path, None, f"files is {files!r}: expected a mapping of {', '.join(reader.files)}")
+    allowed = (*reader.files, "test_filter")
+    unknown = [key for key in files if key not in allowed]
+    absent = [key for key in reader.required if not files.get(key)]
+    if unknown or absent:
+        raise DataFormatError(path, None, f"files of format {fmt} {'take no ' + ', '.join(unknown) if unknown else ''}"
+                              f"{'; ' if unknown and absent else ''}{'need ' + ', '.join(absent) if absent else ''}: "
+                              f"expected {', '.join(reader.required)} (required) of {', '.join(allowed)}")
+    for key, value in files.items():
+        if not (isinstance(value, str) and value if key != "texts" else
+                isinstance(value, list) and len(value) == 3 and all(isinstance(v, str) and v for v in value)):
+            raise DataFormatError(path, None, f"files.{key} is {value!r}: expected "
+                                  + ("[train, test, labels] file names" if key == "texts" else "a file name"))
+    if card["features"] not in FEATURES:
+        raise DataFormatError(path, None, f"features is {card['features']!r}: expected one of {', '.join(FEATURES)}")
+    if card.get("labels_by", "name") not in LABELS_BY or ("labels_by" in card and fmt != "arff"):
+        raise DataFormatError(path, None, f"labels_by is {card['labels_by']!r}: expected name or last, format arff only")
+    split = "official" if files.get("test") else "seeded"
+    if not str(card["split"]).startswith(split):
+        raise DataFormatError(path, None, f"split {str(card['split'])[:40]!r}... should start with {split!r}: "
+                              f"files {'has' if files.get('test') else 'has no'} test file")
+
+
+def source_of(card: dict, base=None) -> Source:
+    """The ``Source`` of a checked card; a relative ``source.folder`` is taken relative to
+    ``base`` when given (a card file's folder), else to the shared data root."""
+    files = card["files"]
+    folder = str(Path(base) / card["source"]["folder"]) if base is not None else card["source"]["folder"]
+    return Source(
+        folder=folder, format=card["format"], train=files["train"], test=files.get("test", ""),
+        xml=files.get("xml", ""), labels_by=card.get("labels_by", "name"), features=card["features"],
+        test_filter=files.get("test_filter", ""), texts=tuple(files.get("texts", ())),
+    )
 
 
 def check_against_card(stats: dict, card: dict) -> None:
@@ -65,4 +176,4 @@ def check_against_card(stats: dict, card: dict) -> None:
         if isinstance(card["statistics"].get(key), int) and card["statistics"][key] != stats[key]
     ]
     if wrong:
-        raise BenchError(f"dataset {card['name']!r} does not match datasets/{card['name']}.yaml: " + "; ".join(wrong))
+        raise BenchError(f"dataset {card['name']!r} does not match its card {card['name']}.yaml: " + "; ".join(wrong))

@@ -1,11 +1,15 @@
-"""Datasets by name: ``load_dataset(cfg.data)``. A new dataset is one registration here."""
+"""Datasets by name: ``load_dataset(cfg.data)``. The built-in synthetic ones are registered here,
+the others come from their cards (``bench.data.cards``): a new dataset is a new card."""
 
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 from bench.config import DataConfig
-from bench.data.real import Source, load_source
+from bench.data.cards import card_names, is_card_file, load_card, read_card, source_of
+from bench.data.real import load_source
+from bench.errors import ConfigError, UnknownNameError
 from bench.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -38,51 +42,43 @@ def _synthetic_text(cfg: DataConfig):
     return dataset
 
 
-# The real datasets of ../shared/data (see datasets/NAME.yaml for each card and provenance).
-SHARED = {
-    "bibtex": Source("Bibtex", "arff", "bibtex-train.arff", "bibtex-test.arff", "bibtex.xml"),
-    # the .xml renames 9 of the split files' label attributes (e.g. TAG_.net): take the last 983
-    "delicious": Source("Delicious", "arff", "delicious-train.arff", "delicious-test.arff", "delicious.xml",
-                        labels_by="last"),
-    "corel5k": Source("Corel5k", "arff", "Corel5k-train-sparse.arff", "Corel5k-test-sparse.arff", "Corel5k.xml"),
-    "mediamill-small": Source("Mediamill_small", "arff", "mediamill_small.arff", xml="mediamill_small.xml",
-                              features="l2"),
-    "stackex-cooking": Source("Stackex_cooking", "bow", "stackex_cooking_data.txt"),
-    "stackex-cs": Source("Stackex_cs", "bow", "stackex_cs_data.txt"),
-    "stackex-chemistry": Source("Stackex_chemistry", "bow", "stackex_chemistry_data.txt"),
-}
-for _name, _source in SHARED.items():
+# One dataset per shipped card (bench/cards/NAME.yaml): its folder, format, files and split.
+# The Extreme Classification Repository's benchmarks are not in ../shared/data: download them
+# and point data.path at the folder (file names as in each card's `files`).
+SOURCES = {name: source_of(load_card(name)) for name in card_names()}
+for _name, _source in SOURCES.items():
     DATASETS.register(_name, partial(load_source, _name, _source))
 
 
-# The Extreme Classification Repository benchmarks: not shipped here; download them and point
-# data.path at the folder (file names as in each card's `files`).
-# The LF sets' raw texts (train, test, labels) are attached when present (bench/data/real.py).
-LF_TEXT = ("trn.json", "tst.json", "lbl.json")
-XC = {
-    "eurlex-4k": Source("Eurlex-4K", "bow", "train.txt", "test.txt", features="l2"),
-    "wiki10-31k": Source("Wiki10-31K", "bow", "train.txt", "test.txt", features="l2"),
-    "amazoncat-13k": Source("AmazonCat-13K", "bow", "train.txt", "test.txt", features="l2"),
-    "wiki-500k": Source("Wiki-500K", "bow", "train.txt", "test.txt", features="l2"),
-    "amazon-670k": Source("Amazon-670K", "bow", "train.txt", "test.txt", features="l2"),
-    "amazon-3m": Source("Amazon-3M", "bow", "train.txt", "test.txt", features="l2"),
-    "lf-amazontitles-131k": Source("LF-AmazonTitles-131K", "xc-split", "trn", "tst", features="l2",
-                                   test_filter="filter_labels_test.txt", raw_text=LF_TEXT),
-    "lf-wikiseealso-320k": Source("LF-WikiSeeAlso-320K", "xc-split", "trn", "tst", features="l2",
-                                  test_filter="filter_labels_test.txt", raw_text=LF_TEXT),
-    "lf-amazontitles-1.3m": Source("LF-AmazonTitles-1.3M", "xc-split", "trn", "tst", features="l2",
-                                   test_filter="filter_labels_test.txt", raw_text=LF_TEXT),
-}
-for _name, _source in XC.items():
-    DATASETS.register(_name, partial(load_source, _name, _source))
+def dataset_builder(name: str):
+    """``build(cfg) -> XMCDataset`` of dataset ``name``: a registered dataset's, or for a card
+    file (``path/to/NAME.yaml``) one that reads the files the card describes, its relative
+    ``source.folder`` taken from the card file's folder. An unknown name is a ``ConfigError``
+    with a "did you mean"; a card file that cannot be read, a ``DataFormatError``."""
+    if is_card_file(name):
+        path = Path(name)
+        card = read_card(path)
+        return partial(load_source, card["name"], source_of(card, base=path.parent))
+    try:
+        return DATASETS.get(name)
+    except UnknownNameError as err:
+        raise ConfigError(f"config key 'data.name': {err}; or give a card file, data=path/to/NAME.yaml "
+                          "(`xmc-bench data card` writes one)") from None
+
+
+def check_dataset_name(name: str) -> None:
+    """Raise the error ``load_dataset`` would for an unknown dataset name or a bad card file,
+    without reading any data: configs call it before anything runs."""
+    dataset_builder(name)
 
 
 def load_dataset(cfg: DataConfig):
-    """The dataset ``cfg.name``: from its prepared cache (``xmc-bench data prepare``) when one
-    was built from the same data settings, else built from its source."""
+    """The dataset ``cfg.name`` (a registered name or a card file): from its prepared cache
+    (``xmc-bench data prepare``) when one was built from the same data settings, else built
+    from its source."""
     from bench.data.cache import load_cached
 
-    build = DATASETS.get(cfg.name)  # an unknown name fails here, with a "did you mean"
+    build = dataset_builder(cfg.name)
     dataset = load_cached(cfg)
     if dataset is None:
         dataset = build(cfg)

@@ -1,8 +1,8 @@
-"""Real datasets read from files as they are distributed: MULAN ARFF (+ .xml) and XC BOW.
+"""Datasets read from files, as a card describes them (``bench.data.cards.Source``).
 
-A dataset is described by a ``Source`` (its folder, format, files and how to split it) and
-registered by name in ``bench.data.catalog``. Files are looked up in ``data.path`` when set,
-else in ``$XMC_SHARED_DATA/<folder>``, else in ``../shared/data/<folder>`` beside the repository.
+Files are looked up in ``data.path`` when set, else in ``$XMC_SHARED_DATA/<folder>``, else in
+``../shared/data/<folder>`` beside the repository. The card's format names the reader
+(``bench.data.formats.READERS``); what follows is the same for every format.
 
 Features become what the bag-of-words encoder expects: word counts or binary word indicators
 get ``(1 + log tf) · idf`` with the idf of the training split, rows L2-normalised (``tfidf``);
@@ -10,49 +10,23 @@ dense numeric features (Mediamill) and the XC repository's BoW files (already TF
 L2-normalised (``l2``). Where a dataset ships an
 official train/test split it is used; otherwise the test split is a seeded random draw of
 ``data.test_fraction`` of the points (``data.split_seed``), the same on every machine.
-
-The label-feature (LF) datasets also ship raw text as JSON lines beside their BoW files
-(``trn.json``, ``tst.json``, ``lbl.json``, each also found as ``.gz``). When they are there they
-are attached: a point's or a label's text is its ``title``, plus ``" " + content`` when the record
-has content (LF-WikiSeeAlso's articles; the AmazonTitles sets have titles only), so a text
-encoder sees everything the record says and truncates to ``model.max_len`` tokens itself. Each
-record must match its BoW row (count, order and ``target_ind`` = that row of ``*_X_Y.txt``),
-and ``lbl.json`` must hold one record per label. When none of them is there the dataset is
-BoW only and ``meta["raw_text"]`` says so. Reading keeps the decompressed file, its records and
-the texts in memory at once (LF-WikiSeeAlso's contents: a few GB for a moment).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bench.config import DataConfig
+from bench.data.cards import Source
 from bench.data.dataset import XMCDataset
-from bench.data.formats import (
-    LFRecords, read_arff, read_bow, read_filter, read_lf_jsonl, read_mulan_xml, read_sparse_matrix,
-)
-from bench.errors import BenchError, ConfigError, DataFormatError
+from bench.data.formats import READERS, read_filter
+from bench.errors import BenchError, ConfigError
 from bench.sparse import CSR
 
 SHARED_DATA_ENV = "XMC_SHARED_DATA"
-
-
-@dataclass(frozen=True)
-class Source:
-    folder: str  # directory name under the shared data root
-    format: str  # arff (MULAN ARFF + .xml) | bow (XC BOW single file) | xc-split (trn_X_Xf.txt, trn_X_Y.txt, tst_…)
-    train: str  # the training file, or the only file when there is no official split
-    test: str = ""  # the official test file; "" means a seeded split of `train`
-    xml: str = ""  # MULAN label file (arff)
-    labels_by: str = "name"  # arff: `name` (attributes the .xml names) | `last` (the last N, N from the .xml)
-    features: str = "tfidf"  # tfidf (counts / binary words) | l2 (dense numeric features) | as-is (already TF-IDF)
-    test_filter: str = ""  # optional filter file of (test point, label) pairs dropped from predictions
-    raw_text: tuple[str, ...] = ()  # LF raw text JSON lines (train, test, labels), each also looked for + ".gz";
-    #                                 attached when present (needs the official split), BoW only when absent
 
 
 def shared_data_root() -> Path:
@@ -72,41 +46,15 @@ def source_dir(source: Source, cfg: DataConfig) -> Path:
 
 def load_source(name: str, source: Source, cfg: DataConfig) -> XMCDataset:
     folder = source_dir(source, cfg)
-    if source.format == "arff":
-        labels = read_mulan_xml(folder / source.xml)
-        spec = len(labels) if source.labels_by == "last" else labels
-        train = read_arff(folder / source.train, spec)
-        parts = [(train.features, train.labels)]
-        if source.test:
-            test = read_arff(folder / source.test, spec)
-            if test.feature_names != train.feature_names or test.label_names != train.label_names:
-                raise BenchError(f"{folder / source.test}: its attributes differ from {folder / source.train}'s")
-            parts.append((test.features, test.labels))
-    elif source.format == "bow":
-        parts = [read_bow(folder / source.train)]
-        if source.test:
-            parts.append(read_bow(folder / source.test))
-    elif source.format == "xc-split":  # train/test are the prefixes: trn -> trn_X_Xf.txt + trn_X_Y.txt
-        parts = [
-            (read_sparse_matrix(folder / f"{prefix}_X_Xf.txt"), read_sparse_matrix(folder / f"{prefix}_X_Y.txt", binary=True))
-            for prefix in (source.train, source.test)
-        ]
-        for (x, y), prefix in zip(parts, (source.train, source.test)):
-            if x.num_rows != y.num_rows:
-                raise BenchError(f"{folder}: {prefix}_X_Xf.txt has {x.num_rows} rows but {prefix}_X_Y.txt {y.num_rows}")
-    else:
-        raise ValueError(f"unknown source format {source.format!r}")
+    read = READERS.get(source.format).read(folder, source)
+    parts = read.parts
     meta = {"source": str(folder), "files": [source.train] + ([source.test] if source.test else [])}
     texts = {}
     if source.test:
         (train_x, train_y), (test_x, test_y) = parts
         meta["split"] = "official"
-        if source.raw_text:
-            label_files = ([f"{p}_X_Y.txt" for p in (source.train, source.test)] if source.format == "xc-split"
-                           else [source.train, source.test])
-            texts, meta["raw_text"] = read_raw_texts(folder, source.raw_text, (train_y, test_y), label_files)
-    elif source.raw_text:
-        raise ValueError("raw_text needs an official train/test split")
+        meta.update(read.meta)
+        texts = read.texts
     else:
         x, y = parts[0]
         train_rows, test_rows = seeded_split(x.num_rows, cfg.test_fraction, cfg.split_seed)
@@ -122,64 +70,6 @@ def load_source(name: str, source: Source, cfg: DataConfig) -> XMCDataset:
         test_filter = read_filter(folder / source.test_filter, test_y.num_rows, test_y.num_cols)
         meta["test_filter"] = source.test_filter
     return XMCDataset(name, train_x, train_y, test_x, test_y, meta, test_filter=test_filter, **texts)
-
-
-def read_raw_texts(folder: Path, names: tuple[str, ...], labels: tuple[CSR, CSR],
-                   label_files: list[str]) -> tuple[dict, dict | str]:
-    """``{train_text, test_text, label_text}`` from the LF files ``names`` (train, test, labels)
-    in ``folder``, each checked against its split's ``labels`` (read from ``label_files``), and
-    what ``meta["raw_text"]`` says; ``({}, "absent: …")`` when none of the files is there."""
-    paths = [next((p for p in (folder / n, folder / f"{n}.gz") if p.is_file()), None) for n in names]
-    if all(p is None for p in paths):
-        return {}, f"absent: none of {', '.join(names)} (or .gz) in {folder}; features only"
-    missing = [n for n, p in zip(names, paths) if p is None]
-    if missing:
-        found = [p.name for p in paths if p is not None]
-        raise BenchError(f"{folder}: found {', '.join(found)} but not {', '.join(missing)} (nor .gz); "
-                         "expected all of the raw text files (train, test, labels) or none")
-    texts = {}
-    for split, path, y, y_file in zip(("train", "test"), paths, labels, label_files):
-        records = read_lf_jsonl(path, num_labels=y.num_cols)
-        check_targets(path, records, y, y_file)
-        texts[f"{split}_text"] = record_texts(records)
-    label_records = read_lf_jsonl(paths[2])
-    num_labels = labels[0].num_cols
-    if len(label_records.uids) != num_labels:
-        raise DataFormatError(paths[2], None, f"{len(label_records.uids)} label records but {label_files[0]} has "
-                              f"{num_labels} labels: expected one record per label, in label id order")
-    texts["label_text"] = record_texts(label_records)
-    return texts, {"files": [p.name for p in paths], "text": "title, + ' ' + content where there is content"}
-
-
-def record_texts(records: LFRecords) -> list[str]:
-    """One text per record: its title, followed by a space and its content when it has one."""
-    return [f"{title} {content}" if content else title for title, content in zip(records.titles, records.contents)]
-
-
-def check_targets(path: Path, records: LFRecords, y: CSR, y_file: str) -> None:
-    """The records of ``path`` must be the rows of ``y`` (from ``y_file``), in order, each with
-    the same labels; raise ``DataFormatError`` naming the first record that is not."""
-    got = records.targets  # [N, L] ids sorted within rows, as y's
-    if got.num_rows != y.num_rows:
-        raise DataFormatError(path, None, f"{got.num_rows} records but {y_file} has {y.num_rows} rows: "
-                              "expected one record per row, in the same order")
-    row = first_differing_row(got, y)
-    if row is not None:
-        raise DataFormatError(path, int(records.lines[row]), f"record {row} has target_ind {got.row(row).tolist()} "
-                              f"but row {row} of {y_file} (line {row + 2}) has labels {y.row(row).tolist()}: "
-                              "expected the same labels")
-
-
-def first_differing_row(a: CSR, b: CSR) -> int | None:
-    """The first row whose column ids differ between ``a`` and ``b`` (same row count, ids sorted
-    within rows), or ``None``; vectorised, O(nnz)."""
-    lengths = np.flatnonzero(a.row_lengths() != b.row_lengths())
-    first = int(lengths[0]) if lengths.size else a.num_rows
-    aligned = int(a.indptr[first])  # entries of the rows before `first` sit at the same positions
-    ids = np.flatnonzero(a.indices[:aligned] != b.indices[:aligned])
-    if ids.size:
-        first = int(np.searchsorted(a.indptr, ids[0], side="right")) - 1
-    return first if first < a.num_rows else None
 
 
 def seeded_split(num_points: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
