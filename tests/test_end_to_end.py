@@ -4,7 +4,7 @@ import pytest
 
 from bench import list_methods
 from bench.cli import main
-from bench.sweep import Suite, run_suite
+from bench.sweep import SweepSpec, run_configs
 from bench.tracking import read_records
 
 RECORD_FIELDS = {"run_id", "config_hash", "method", "config", "dataset", "num_labels", "metrics",
@@ -75,9 +75,9 @@ def test_bad_override_is_a_clear_error(capsys):
 
 
 def test_suite_runs_each_config_in_its_own_process_and_reports(tiny_overrides, tmp_path, capsys):
-    suite = Suite("mini", methods=("dense", "ffi-static"), num_labels=(32, 64))
+    suite = SweepSpec("mini", grid={"data.num_labels": [32, 64], "method": ["dense", "ffi-static"]})
     overrides = [o for o in tiny_overrides if not o.startswith("data.num_labels")]
-    group, records = run_suite(suite, overrides)
+    group, records, _ = run_configs(suite.name, suite.expand(overrides))
     assert [r["status"] for r in records] == ["ok"] * 4
     assert {r["group"] for r in _records(tmp_path)} == {group}
     assert len({r["environment"]["hostname"] for r in records}) == 1
