@@ -88,7 +88,8 @@ def cmd_sweep(args) -> int:
     if args.executor == "submitit":
         from bench.executors import submit_sweep
 
-        jobs, records = submit_sweep(spec.name, runs, args.submitit_dir, cluster=args.cluster,
+        folder = args.submitit_dir or Path(resolve(runs[0]).results_dir) / "submitit"
+        jobs, records = submit_sweep(spec.name, runs, folder, cluster=args.cluster,
                                      parallelism=args.workers, skip_finished=not args.no_skip)
         print(f"submitted {len(jobs)} jobs ({', '.join(j.job_id for j in jobs[:3])}{', ...' if len(jobs) > 3 else ''})")
         skipped = len(runs) - len(jobs)
@@ -291,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--executor", choices=("local", "submitit"), default="local",
                     help="local processes, or a Slurm job array through submitit")
     sw.add_argument("--cluster", default=None, help="submitit cluster: slurm, local, debug (default: detected)")
-    sw.add_argument("--submitit-dir", default="results/submitit", help="submitit job folder (logs, pickles)")
+    sw.add_argument("--submitit-dir", default=None, help="submitit job folder (logs, pickles; default RESULTS_DIR/submitit)")
     sw.add_argument("--wandb", action="store_true", help="register the sweep with W&B for `xmc-bench agent`")
     sw.set_defaults(func=cmd_sweep)
 

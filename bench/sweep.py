@@ -31,7 +31,9 @@ DEFAULT_SWEEP = "default"
 @dataclass(frozen=True)
 class SweepSpec:
     """A sweep file: ``base`` overrides for every run, ``grid`` axes (cartesian product) and
-    ``zip`` axes (equal-length lists advanced together, crossed with the grid)."""
+    ``zip`` axes (equal-length lists advanced together, crossed with the grid). Each configuration
+    is one run; one without ``method`` is a plain run of ``model.classifier`` (recorded under the
+    classifier's name), never the default suite that ``xmc-bench run`` without a method starts."""
 
     name: str
     description: str = ""

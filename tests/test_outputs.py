@@ -36,5 +36,5 @@ def test_suite_and_reports_write_under_results_dir(tiny_overrides, tmp_path, mon
 
     assert main(["report", "--results", str(results), "--leaderboard", "synthetic", "--out", str(tmp_path / "lb.md")]) == 0
     assert (tmp_path / "lb.md").exists()
-    assert not any((clone / "reports").iterdir())
+    assert not any((clone / "reports").iterdir()) and not (clone / "results").exists()
     assert _snapshot(REPO_REPORTS) == repo_reports

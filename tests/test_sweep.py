@@ -116,4 +116,4 @@ def test_sweep_configuration_without_method_runs_once_and_writes_under_results_d
     records = list(read_records(tmp_path / "results" / "runs.jsonl"))
     assert [(r["status"], r["method"], r["sweep"]) for r in records] == [("ok", "ffi", "nomethod")]
     assert "| ffi |" in (tmp_path / "results" / "reports" / "nomethod.md").read_text()
-    assert not any((clone / "reports").iterdir())
+    assert not any((clone / "reports").iterdir()) and not (clone / "results").exists()
