@@ -50,9 +50,11 @@ class Knob:
         return f"one of {' | '.join(self.choices)}" if self.choices else self.bounds()
 
     def check(self, key: str, value: Any) -> None:
-        """Raise ``ConfigError`` naming ``key`` when ``value`` is not allowed (NaN never is)."""
+        """Raise ``ConfigError`` naming ``key`` when ``value`` is not allowed (NaN is outside any bounds)."""
         if self.choices and value not in self.choices:
-            raise ConfigError(f"config key {key!r} must be one of {', '.join(self.choices)}; got {value!r}")
+            close = difflib.get_close_matches(str(value), self.choices, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"config key {key!r} must be one of {', '.join(self.choices)}; got {value!r}{hint}")
         inside = ((self.low is None or value >= self.low) and (self.above is None or value > self.above)
                   and (self.high is None or value <= self.high) and (self.below is None or value < self.below))
         if not inside:

@@ -93,6 +93,7 @@ def test_every_key_is_declared_with_a_doc_and_a_default_it_allows():
     ("dst.fraction=1.5", r"'dst.fraction' must be in \[0, 1\], got 1.5$"),
     ("model.density=nan", r"'model.density' must be in \[0, 1\], got nan$"),
     ("model.activation=swish", r"'model.activation' must be one of relu, gelu, tanh, none; got 'swish'$"),
+    ("tracking.wandb=ofline", r"must be one of offline, online, disabled; got 'ofline'; did you mean 'offline'\?$"),
 ])
 def test_bounds_and_choices_come_from_the_declaration(override, message):
     with pytest.raises(ConfigError, match=message):
