@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from bench.kernels import fixed_fan_in, list_backends, ops
 from bench.measure import cpu_model, git_commit
-from bench.tracking import append_record
+from bench.record import append_record
 
 
 # the pure-torch reference is an oracle, not a contender (seconds per pass at L = 131072): opt in

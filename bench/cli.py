@@ -28,6 +28,7 @@ def cmd_run(args) -> int:
     if not (args.single or given.get("method") or from_yaml.get("method")):
         return _run_suite(args)
     from bench.experiment import run_experiment
+    from bench.record import records_path
 
     cfg = resolve(args.overrides, args.config)
     record = run_experiment(cfg, run_id=args.run_id, group=args.group, sweep=args.sweep)
@@ -38,7 +39,7 @@ def cmd_run(args) -> int:
         return 1
     metrics = " ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items() if not k.startswith("R@"))
     print(f"{record['method']} L={record['num_labels']}: {metrics}")
-    print(f"record appended to {Path(cfg.results_dir) / 'runs.jsonl'} (run {record['run_id']})")
+    print(f"record appended to {records_path(cfg.results_dir)} (run {record['run_id']})")
     return 0
 
 
@@ -127,8 +128,10 @@ def cmd_list(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from bench.record import existing_records_path
     from bench.report import render_report
 
+    existing_records_path(args.results)  # a mistyped --results is an error, not an empty report
     if args.leaderboard:
         from bench.report import leaderboard, load_frame
 

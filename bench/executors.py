@@ -11,12 +11,14 @@ from pathlib import Path
 
 from bench.config import config_hash, resolve
 from bench.errors import BenchError
-from bench.experiment import new_run_id, run_experiment
+from bench.record import check_writable, new_run_id
 from bench.sweep import finished_hashes, unfinished
 
 
 def run_in_job(overrides: list[str], group: str, sweep: str) -> dict:
     """Entry point of one array job (its own process, so its peak RSS is its own)."""
+    from bench.experiment import run_experiment  # in the job: the submitting process needs no torch
+
     return run_experiment(resolve(overrides), group=group, sweep=sweep)
 
 
@@ -29,8 +31,11 @@ def submit_sweep(name: str, runs: list[list[str]], folder: str | Path, cluster: 
         import submitit
     except ImportError:
         raise BenchError("--executor submitit needs the submitit package: pip install submitit") from None
+    configs = [resolve(o) for o in runs]
+    for results_dir in dict.fromkeys(c.results_dir for c in configs):  # before any job is queued
+        check_writable(results_dir)
     if skip_finished:
-        runs = unfinished(runs, [resolve(o) for o in runs])
+        runs = unfinished(runs, configs)
     if not runs:
         return [], []
     executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=cluster)

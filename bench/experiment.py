@@ -1,7 +1,9 @@
 """One configuration, start to finish: data → model → train → measure → record.
 
-Whatever happens, a record is written: ``status=ok`` with metrics, or ``status=failed`` with
-the reason (``nan`` for a non-finite loss, ``oom`` for out of memory, else the error).
+Whatever happens once it starts, a record is written (``bench.record``): ``status=ok`` with
+metrics, or ``status=failed`` with the reason (``nan`` for a non-finite loss, ``oom`` for out of
+memory, else the error). A results directory the record could not be written to stops the run
+before anything is loaded or trained.
 
 With ``checkpoint.enabled``, a configuration that has checkpoints (an earlier attempt was killed
 or failed) continues from its newest loadable one (``checkpoint.resume=auto``) and its record
@@ -11,11 +13,9 @@ says so (``resumed_from``); a failed run keeps its checkpoints and names the new
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 import traceback
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +23,16 @@ import torch
 import torch.distributed as dist
 
 from bench.checkpoint import Checkpoints
-from bench.config import RunConfig, config_hash, to_dict
+from bench.config import RunConfig, to_dict
 from bench.data.catalog import load_dataset
 from bench.data.propensity import jain_propensity
 from bench.distributed import SHARD_INIT_ENV, Parallel, init_from_env, keep_label_rows, label_shard
 from bench.measure import PeakMemory, environment
 from bench.models.xmc import build_classifier, build_model, init_bias_to_prior
-from bench.tracking import RECORDS_FILE, Tracker
+from bench.record import (check_writable, mark_failed, mark_finished, mark_ok, new_record, new_run_id, records_path,
+                          utc_time)
+from bench.tracking import Tracker
 from bench.train import NonFiniteLoss, train
-
-
-def new_run_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
 
 
 def pick_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -148,12 +146,14 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.seed)
     rank, world = init_from_env()  # (0, 1) unless started by torchrun
+    if rank == 0:  # before anything is trained: the record must have somewhere to go
+        check_writable(cfg.results_dir)
     device = pick_device(cfg.train.device, rank if world > 1 else None)
     peak = PeakMemory(device)
     peak.start()
     results_dir = Path(cfg.results_dir)
     tracker = Tracker(  # under torchrun rank 0 alone records the run and mirrors it to W&B
-        results_dir / RECORDS_FILE if rank == 0 else None, cfg.tracking.wandb if rank == 0 else "disabled",
+        records_path(results_dir) if rank == 0 else None, cfg.tracking.wandb if rank == 0 else "disabled",
         cfg.tracking.wandb_dir or results_dir / "wandb",
         cfg.tracking.project, run_id, to_dict(cfg), group=group,
         # data.num_labels sizes synthetic data only; real datasets are named instead
@@ -161,17 +161,7 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
               + (f"L{cfg.data.num_labels}" if cfg.data.name.startswith("synthetic") else cfg.data.name)
               + f"-s{cfg.seed}"),
     )
-    record = {
-        "run_id": run_id,
-        "config_hash": config_hash(cfg),
-        "method": cfg.method or cfg.model.classifier,
-        "group": group,
-        "sweep": sweep,
-        "config": to_dict(cfg),
-        "seed": cfg.seed,
-        "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(),
-        "environment": environment(device),
-    }
+    record = new_record(cfg, run_id, group, sweep, started_at=utc_time(started), environment=environment(device))
     try:
         dataset = load_dataset(cfg.data)
         if cfg.model.group_order == "cluster":
@@ -204,44 +194,20 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
             record["resumed_from"] = {"step": resume.state["step"], "path": str(resume.path)}
         result = train(model, dataset, cfg, device, tracker, inv_propensity, checkpoints,
                        resume.state if resume is not None else None, parallel)
-        record.update(
-            status="ok",
-            metrics=result.metrics,
-            epochs=result.epochs,
-            steps=result.steps,
-            final_train_loss=result.final_loss,
-            # the encoder's gradient norm every train.log_every steps (per-epoch mean/min/max in `epochs`)
-            gradient_flow={"every": cfg.train.log_every, "steps": result.grad_norm_steps,
-                           "encoder_grad_norm": result.grad_norms},
-            **({"aux": record["aux"] | {"active_steps": result.aux_steps, "train_seconds": result.aux_seconds}}
-               if model.aux is not None else {}),
-            dst={
-                "rewires": result.rewires,
-                "connections_changed": sum(r["connections_changed"] for r in result.rewires),
-                "seconds": sum(r["seconds"] for r in result.rewires),
-            },
-            throughput={
-                "train_samples_per_s": result.train_samples / max(result.train_seconds, 1e-9),
-                "inference_samples_per_s": result.eval_samples / max(result.eval_seconds, 1e-9),
-                "train_seconds": result.train_seconds,
-                "inference_seconds": result.eval_seconds,
-            },
-        )
-        record["memory"] = {
+        mark_ok(record, result, cfg.train.log_every, memory={
             **peak.stop(),
             # analytic bytes: classifier with SGD momentum (1 slot), encoder with AdamW (2 slots)
             "classifier": model.classifier.memory_bytes(optimizer_slots=1),
             "encoder": model.encoder.memory_bytes(optimizer_slots=2),
             **model.part_memory_bytes(),  # intermediate layer, aux branch: AdamW (2 slots)
-        }
+        })
     except Exception as err:  # noqa: BLE001 — a failed run is a record too
-        record.update(status="failed", reason=failure_reason(err), error=traceback.format_exc(limit=20))
-        record["memory"] = peak.stop()
+        error, memory = traceback.format_exc(limit=20), peak.stop()
         latest = Checkpoints.of(cfg).latest() if cfg.checkpoint.enabled else None
-        if latest is not None:  # the last good state, kept for a rerun to resume from
-            record["checkpoint"] = str(latest)
-    record["wall_time_s"] = time.time() - started
-    record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        # a kept checkpoint is the last good state, for a rerun to resume from
+        mark_failed(record, failure_reason(err), error=error, memory=memory,
+                    **({"checkpoint": str(latest)} if latest is not None else {}))
+    mark_finished(record, started)
     tracker.finish(record)
     if record["status"] == "ok" and cfg.checkpoint.enabled and world == 1:  # a later run starts afresh
         Checkpoints.of(cfg).remove()

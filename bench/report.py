@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.tracking import RECORDS_FILE, read_records
+from bench.record import METRIC_COLUMNS, read_records, records_frame, records_path
 
-METRIC_COLUMNS = ("P@1", "P@3", "P@5", "PSP@1", "PSP@3", "PSP@5")
 # column -> (header, formatter kind, which direction is better)
 COLUMNS = {
     **{m: (m, "percent", "max") for m in METRIC_COLUMNS},
@@ -22,32 +21,6 @@ COLUMNS = {
 NOTE = ("P@k and PSP@k in percent (mean ± std over seeds where there are several; best per label-space "
         "size in bold); peak memory is the peak RSS of the run's own process on CPU (allocator peak on "
         "CUDA); classifier memory is analytic (parameters, gradients, optimiser state, indices).\n")
-
-
-def records_frame(records) -> pd.DataFrame:
-    """One row per finished (``ok``) run with the columns the tables and figures use."""
-    rows = []
-    for r in records:
-        if r.get("status") != "ok":
-            continue
-        memory, throughput, config = r.get("memory") or {}, r.get("throughput") or {}, r.get("config") or {}
-        epochs = r.get("epochs") or []
-        rows.append({
-            "run_id": r["run_id"], "group": r.get("group", ""), "sweep": r.get("sweep", ""),
-            "finished_at": r.get("finished_at", ""), "method": r["method"],
-            "dataset": (r.get("dataset") or {}).get("name", config.get("data", {}).get("name", "")),
-            "labels": r.get("num_labels"), "seed": r.get("seed"),
-            "fan_in": config.get("model", {}).get("fan_in"), "embed_dim": config.get("model", {}).get("embed_dim"),
-            **{m: (r.get("metrics") or {}).get(m) for m in METRIC_COLUMNS},
-            "peak_bytes": memory.get("peak_bytes"),
-            "classifier_bytes": (memory.get("classifier") or {}).get("total"),
-            "train_samples_per_s": throughput.get("train_samples_per_s"),
-            "epoch_time_s": throughput.get("train_seconds", float("nan")) / max(1, len(epochs)),
-            "wall_time_s": r.get("wall_time_s"),
-            "epochs": epochs,
-            "gradient_flow": r.get("gradient_flow") or {},
-        })
-    return pd.DataFrame(rows)
 
 
 def latest_per_seed(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -150,7 +123,7 @@ RENDERERS = {"md": to_markdown, "latex": to_latex, "html": to_html}
 
 
 def load_frame(results_dir: str | Path, group: str | None = None, sweep: str | None = None) -> pd.DataFrame:
-    frame = records_frame(read_records(Path(results_dir) / RECORDS_FILE))
+    frame = records_frame(read_records(records_path(results_dir)))
     if group and not frame.empty:
         frame = frame[frame["group"] == group]
     if sweep and not frame.empty:
@@ -163,7 +136,7 @@ def render_report(results_dir: str | Path, group: str | None = None, sweep: str 
     """The report of the records in ``results_dir`` (optionally one suite group or one sweep)."""
     frame = load_frame(results_dir, group, sweep)
     if frame.empty:
-        return f"No finished runs in {Path(results_dir) / RECORDS_FILE}.\n"
+        return f"No finished runs in {records_path(results_dir)}.\n"
     text = RENDERERS[fmt](summary_table(frame))
     return text + ("\n" + NOTE if fmt == "md" else "")
 

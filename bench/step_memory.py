@@ -93,7 +93,7 @@ def run_step_memory(labels, fan_ins, dim: int, batch: int, layers=None, threads:
     """Every (L, k, layer, fused/unfused) in its own process; rows printed and appended to
     ``out_dir/step_memory.jsonl``."""
     from bench.measure import cpu_model, git_commit
-    from bench.tracking import append_record
+    from bench.record import append_record
 
     env = {"torch": torch.__version__, "cpu": cpu_model(), "git_commit": git_commit()}
     rows = []

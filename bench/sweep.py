@@ -16,10 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.config import config_dict_hash, config_hash, flatten, resolve, to_dict
+from bench.config import config_dict_hash, config_hash, flatten, resolve
 from bench.errors import ConfigError
-from bench.experiment import new_run_id
-from bench.tracking import RECORDS_FILE, append_record, read_records
+from bench.record import append_record, check_writable, mark_failed, new_record, new_run_id, read_records, records_path
 
 SHIPPED_DIR = Path(__file__).parent / "sweeps"
 
@@ -102,7 +101,7 @@ def finished_hashes(results_dir: str | Path) -> set[str]:
     """Hashes of the configs with an ``ok`` record, recomputed from each record's config with
     today's ``config_hash`` (records written before a config field existed still count)."""
     return {config_dict_hash(r["config"]) if isinstance(r.get("config"), dict) else r["config_hash"]
-            for r in read_records(Path(results_dir) / RECORDS_FILE)
+            for r in read_records(records_path(results_dir))
             if r.get("status") == "ok" and ("config" in r or "config_hash" in r)}
 
 
@@ -125,23 +124,13 @@ def run_isolated(overrides: list[str], group: str, log_dir: Path, sweep: str = "
            "--group", group, "--sweep", sweep]
     with log_path.open("w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    records_path = Path(cfg.results_dir) / RECORDS_FILE
-    for record in read_records(records_path):
+    path = records_path(cfg.results_dir)
+    for record in read_records(path):
         if record.get("run_id") == run_id:
             return record
-    record = {
-        "run_id": run_id,
-        "config_hash": config_hash(cfg),
-        "method": cfg.method,
-        "group": group,
-        "sweep": sweep,
-        "config": to_dict(cfg),
-        "seed": cfg.seed,
-        "num_labels": cfg.data.num_labels,
-        "status": "failed",
-        "reason": f"process exited with code {proc.returncode} without a record (log: {log_path})",
-    }
-    append_record(records_path, record)
+    record = mark_failed(new_record(cfg, run_id, group, sweep, num_labels=cfg.data.num_labels),
+                         f"process exited with code {proc.returncode} without a record (log: {log_path})")
+    append_record(path, record)
     return record
 
 
@@ -149,6 +138,8 @@ def run_configs(name: str, runs: list[list[str]], workers: int = 1, skip_finishe
                 out=None) -> tuple[str, list[dict], int]:
     """Run override lists as one sweep invocation; returns (group id, new records, skipped)."""
     configs = [resolve(o) for o in runs]  # a bad key fails here, before minutes are spent
+    for results_dir in dict.fromkeys(c.results_dir for c in configs):  # so does a folder records cannot go to
+        check_writable(results_dir)
     todo = unfinished(runs, configs) if skip_finished else runs
     group = f"{name}-{new_run_id()}"
     records: list[dict] = []

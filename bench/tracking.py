@@ -1,75 +1,29 @@
-"""One Tracker API with two backends: the local JSONL record (always) and W&B (offline by
-default). W&B mirrors what is recorded locally; its failures are warnings, never lost runs."""
+"""W&B for a run (offline by default): its time series while it trains, then its summary.
+
+The local record (``bench.record``) is the store of record: ``Tracker.finish`` appends it
+before mirroring it to W&B, and W&B's failures are warnings, never lost runs."""
 
 from __future__ import annotations
 
-import fcntl
-import json
 import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-RECORDS_FILE = "runs.jsonl"
-
-
-def append_record(path: str | Path, record: dict) -> None:
-    """Append one JSON line atomically: a file lock plus a single ``write`` of the whole line,
-    so concurrent writers never interleave and a crash never leaves half a line from us."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, sort_keys=True, default=_json_default) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        written = os.write(fd, line)
-        if written != len(line):
-            raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
-        os.fsync(fd)
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def read_records(path: str | Path) -> Iterator[dict]:
-    """Records of a JSONL file; a damaged line (e.g. a crash mid-write by another tool) is
-    reported with its line number and skipped, never rewritten."""
-    path = Path(path)
-    if not path.exists():
-        return
-    with path.open() as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                warnings.warn(f"{path}:{number}: skipping a damaged record ({err.msg})", stacklevel=2)
-                continue
-            if isinstance(record, dict):
-                yield record
-            else:
-                warnings.warn(f"{path}:{number}: skipping a record that is not a JSON object", stacklevel=2)
-
-
-def _json_default(obj: Any):
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"cannot record a {type(obj).__name__}")
+from bench.record import append_record
 
 
 def _finite(value: Any) -> Any:
-    # JSON has no NaN/Inf; keep the record valid and the fact visible.
+    # W&B's JSON has no NaN/Inf; keep the summary valid and the fact visible.
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
 
 
 class Tracker:
-    """Collects a run's time series and writes its final record locally, then to W&B."""
+    """Mirrors a run to W&B: its time series, then its final record's summary (after the record
+    itself is appended locally)."""
 
     def __init__(self, records_path: str | Path | None, wandb_mode: str, wandb_dir: str | Path,
                  project: str, run_id: str, config: dict, group: str = "", name: str = ""):

@@ -16,10 +16,9 @@ batches already done skipped.
 from __future__ import annotations
 
 import math
-import os
-import signal
 import sys
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,9 +33,16 @@ from bench.measure import Stopwatch
 from bench.metrics import RankingMetrics, drop_filtered
 
 KS = (1, 3, 5)
-# Test hook (tests/test_checkpoint.py): SIGKILL the process right after this optimiser step and
-# its mid-epoch checkpoint, as a preempted job would die. Unset or 0: never.
-KILL_AT_STEP_ENV = "XMC_TEST_KILL_AT_STEP"
+_STEP_HOOKS: list[Callable[[int], None]] = []
+
+
+def add_step_hook(hook: Callable[[int], None]) -> Callable[[], None]:
+    """Call ``hook(step)`` after every optimiser step of every run in this process (``step``
+    counts from 1), once that step's checkpoint, if it has one, is written: a tool or a test can
+    act at an exact step, e.g. kill the process as a preempted job dies. Returns the function
+    that removes the hook again."""
+    _STEP_HOOKS.append(hook)
+    return lambda: _STEP_HOOKS.remove(hook)
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -212,7 +218,6 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
         progress, result = restore_training_state(resume, model, optimizers, schedulers, rewirer)
         resume.clear()  # the loaded copy is not kept for the whole run
         watch.seconds, aux_watch.seconds = result.train_seconds, result.aux_seconds
-    kill_at = int(os.environ.get(KILL_AT_STEP_ENV) or 0)
 
     def save_checkpoint():
         # a state whose weights already overflowed is no good one to return to (its next loss is NaN)
@@ -290,8 +295,8 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
             if cfg.checkpoint.every and result.steps % cfg.checkpoint.every == 0 \
                     and progress.batch < per_epoch and result.steps < steps_total:
                 save_checkpoint()
-            if result.steps == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+            for hook in _STEP_HOOKS:
+                hook(result.steps)
             if result.steps >= steps_total:
                 break
         result.final_loss = progress.loss_sum / max(progress.loss_count, 1)

@@ -1,8 +1,10 @@
 """Checkpoints: atomic writes, pruning, damaged files, and exact resume after a SIGKILL.
 
-Runs are killed with the test hook of ``bench.train`` (``XMC_TEST_KILL_AT_STEP=N``: the process
-SIGKILLs itself right after optimiser step N and its checkpoint), then run again with the same
-command; the resumed record must equal an uninterrupted run's bit for bit (CPU, float32).
+Runs are killed by a step hook (``bench.train.add_step_hook``) that a ``sitecustomize`` module
+written by the test installs in every Python process it starts, sweep children included: the
+process SIGKILLs itself right after optimiser step N and its checkpoint, as a preempted job
+dies. Then the same command runs again; the resumed record must equal an uninterrupted run's bit
+for bit (CPU, float32).
 """
 
 import os
@@ -19,8 +21,7 @@ import yaml
 
 from bench.checkpoint import Checkpoints
 from bench.cli import main
-from bench.tracking import read_records
-from bench.train import KILL_AT_STEP_ENV
+from bench.record import read_records
 
 # 400 training points in batches of 64: 7 steps per epoch, 14 in all; a checkpoint every 3 steps
 # (3, 6, 9, 12) and at the end of epoch 1 (7). SET rewires every 2 steps until the end, never
@@ -74,10 +75,25 @@ def test_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     assert loaded.state["step"] == 6 and len(caught) == 2
 
 
+KILL_HOOK = """\
+import os
+import signal
+
+from bench.train import add_step_hook
+
+add_step_hook(lambda step: os.kill(os.getpid(), signal.SIGKILL) if step == {kill_at} else None)
+"""
+
+
 def _run(args: list[str], results: Path, kill_at: int = 0, command: str = "run") -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != KILL_AT_STEP_ENV}
+    """``xmc-bench COMMAND ARGS`` in a fresh process; with ``kill_at``, every Python process it
+    starts kills itself after that optimiser step."""
+    env = dict(os.environ)
     if kill_at:
-        env[KILL_AT_STEP_ENV] = str(kill_at)
+        hook_dir = results.parent / f"kill-at-{kill_at}"
+        hook_dir.mkdir(exist_ok=True)
+        (hook_dir / "sitecustomize.py").write_text(KILL_HOOK.format(kill_at=kill_at))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook_dir), env.get("PYTHONPATH")]))
     extra = ["--report", str(results.parent / "report.md")] if command == "sweep" else []
     return subprocess.run([sys.executable, "-m", "bench.cli", command, *args, f"results_dir={results}", *extra],
                           env=env, capture_output=True, text=True, timeout=300)
@@ -167,3 +183,17 @@ def test_killed_sweep_records_every_configuration_once(tiny_overrides, tmp_path)
     assert "without a record" in failed["reason"]
     (resumed,) = [r for r in ok if "resumed_from" in r]
     assert resumed["config_hash"] == failed["config_hash"] and resumed["resumed_from"]["step"] == 9
+
+
+def test_step_hooks_see_every_optimiser_step_once(tiny_overrides):
+    from bench.train import add_step_hook
+
+    steps = []
+    remove = add_step_hook(steps.append)
+    try:
+        assert main(["run", "method=dense", *tiny_overrides, "train.epochs=2"]) == 0
+    finally:
+        remove()
+    assert steps == list(range(1, 15))  # 400 points in batches of 64: 7 steps per epoch
+    assert main(["run", "method=dense", *tiny_overrides, "seed=1"]) == 0
+    assert steps == list(range(1, 15))  # removed: not called again

@@ -159,7 +159,7 @@ def test_dense_classifier_cannot_be_rewired():
 
 def test_rewires_are_recorded_from_the_cli(tiny_overrides, tmp_path):
     from bench.cli import main
-    from bench.tracking import read_records
+    from bench.record import read_records
 
     assert main(["run", "method=ffi-set", *tiny_overrides, "dst.interval=2", "train.epochs=2"]) == 0
     assert main(["run", "method=dense", *tiny_overrides, "dst.regrow=random"]) == 1

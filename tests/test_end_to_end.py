@@ -4,8 +4,8 @@ import pytest
 
 from bench import list_methods
 from bench.cli import main
+from bench.record import read_records
 from bench.sweep import SweepSpec, run_configs
-from bench.tracking import read_records
 
 RECORD_FIELDS = {"run_id", "config_hash", "method", "config", "dataset", "num_labels", "metrics",
                  "memory", "throughput", "wall_time_s", "status", "environment", "seed", "epochs"}

@@ -6,7 +6,7 @@ import pytest
 from bench.cli import main
 from bench.executors import agent_step, wandb_sweep_config
 from bench.sweep import SweepSpec
-from bench.tracking import read_records
+from bench.record import read_records
 
 
 def test_submitit_local_job_array_runs_each_configuration_once(tiny_overrides, tmp_path, capsys):

@@ -186,7 +186,7 @@ def test_cluster_groups_have_exactly_g_labels_and_the_run_renames_labels(tiny_ov
     from bench.config import resolve
     from bench.data.catalog import load_dataset
     from bench.data.clusters import cluster_label_order, group_sizes
-    from bench.tracking import read_records
+    from bench.record import read_records
 
     assert group_sizes(70, 16).tolist() == [16, 16, 16, 16, 6]
     cfg = resolve([*tiny_overrides, "method=ffi-group-cluster-set", "model.group_size=16", "data.num_labels=70"])
@@ -249,7 +249,7 @@ def test_head_tail_group_tail_set_rewires_groups_only():
 
 def test_head_tail_group_set_from_the_cli(tiny_overrides, tmp_path):
     from bench.cli import main
-    from bench.tracking import read_records
+    from bench.record import read_records
 
     assert main(["run", *tiny_overrides, "method=head-tail-group-set", "model.group_size=4", "dst.interval=2"]) == 0
     (record,) = read_records(tmp_path / "results" / "runs.jsonl")

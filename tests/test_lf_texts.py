@@ -17,7 +17,7 @@ from bench.data.formats import write_filter, write_lf_jsonl, write_sparse_matrix
 from bench.data.real import first_differing_row
 from bench.errors import BenchError, DataFormatError
 from bench.sparse import CSR
-from bench.tracking import read_records
+from bench.record import read_records
 
 NAME = "lf-amazontitles-131k"
 L, V = 12, 30

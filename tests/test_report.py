@@ -3,7 +3,7 @@
 import pytest
 
 from bench.cli import main
-from bench.tracking import append_record
+from bench.record import append_record
 
 
 def _record(method, labels, seed, p1, peak, finished="2026-01-01T00:00:00", status="ok", fan_in=32):
@@ -62,9 +62,20 @@ def test_figures_are_written(results, tmp_path):
     assert all(p.stat().st_size > 1000 for p in figures.iterdir())
 
 
-def test_empty_results(tmp_path, capsys):
+def test_results_without_finished_runs(tmp_path, capsys):
+    append_record(tmp_path / "runs.jsonl", _record("dense", 1024, 0, 0.0, 1, status="failed"))
     assert main(["report", "--results", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 0
     assert "No finished runs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags", [[], ["--leaderboard", "synthetic"], ["--pivot", "P@1"]])
+def test_a_results_dir_without_records_is_an_error(flags, results, tmp_path, capsys):
+    out = tmp_path / "r.md"
+    assert main(["report", "--results", str(tmp_path / "reslts"), "--out", str(out), *flags]) == 2
+    assert f"results directory {tmp_path / 'reslts'} does not exist" in capsys.readouterr().err
+    assert main(["report", "--results", str(tmp_path), "--out", str(out), *flags]) == 2  # a folder, no runs.jsonl
+    assert f"results directory {tmp_path} holds no runs.jsonl" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_leaderboard_puts_our_runs_beside_published_rows(results, tmp_path):

@@ -6,7 +6,7 @@ from bench.cli import main
 from bench.config import resolve
 from bench.errors import ConfigError
 from bench.sweep import SweepSpec, list_sweeps, load_sweep, run_configs
-from bench.tracking import read_records
+from bench.record import read_records
 
 
 def test_grid_times_zip_expansion():
@@ -75,7 +75,7 @@ def test_records_from_before_a_new_config_field_still_count_as_finished(tmp_path
     records written before it existed: an old record's config simply lacks the field."""
     from bench.config import config_dict_hash, config_hash, to_dict
     from bench.sweep import finished_hashes
-    from bench.tracking import append_record
+    from bench.record import append_record
 
     cfg = resolve(["method=ffi-set-aux", "data.num_labels=2048", f"results_dir={tmp_path}"])
     old = to_dict(cfg)

@@ -9,7 +9,7 @@ import torch
 from bench.cli import main
 from bench.config import resolve
 from bench.errors import ConfigError
-from bench.tracking import read_records
+from bench.record import read_records
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "w"] + [f"##{i}" for i in range(10)]
 

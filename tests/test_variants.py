@@ -12,7 +12,7 @@ from bench.cli import main
 from bench.config import resolve
 from bench.errors import ConfigError
 from bench.models.xmc import build_model
-from bench.tracking import read_records
+from bench.record import read_records
 from bench.train import make_optimizers
 
 

@@ -2,10 +2,9 @@
 gradients) once their previous result is dead: a one-deep cache per shape, like PyTorch's
 caching allocator on CUDA.
 
-Why: glibc serves allocations above 32 MiB with a fresh ``mmap`` each time, and the kernel zeroes
-every new page on first touch. A fresh 128 MiB ``[256, 131072]`` output costs ~25 ms of page
-zeroing on this 2-core machine, as much as the forward itself; and it arrives in 4 KiB pages,
-where our ``madvise(MADV_HUGEPAGE)`` then has to fault in 2 MiB ones.
+Why: glibc serves allocations above 32 MiB with a fresh ``mmap`` each time, and the OS zeroes
+every new page on first touch (for a ``[B, L]`` output, about as much work as the forward), in
+4 KiB pages that ``madvise(MADV_HUGEPAGE)`` then has to fault in as 2 MiB ones.
 
 Safety: a cached buffer is handed out again only when nothing else references its storage (no
 tensor, view, storage object, autograd saved tensor or ``.grad``): ``torch._C._storage_Use_Count``
@@ -14,10 +13,9 @@ call returns a new tensor object on that storage, so the cache never holds a cal
 its autograd graph). ``XMC_KERNEL_BUFFER_CACHE=0`` turns reuse off (every output is a fresh
 ``torch.empty``).
 
-Cost: a cached buffer stays resident after its tensor dies, so it still counts in a step's peak
-(uncapped, the unfused ``[B, L]`` step at L = 1M peaked 1.16 GiB higher: the dead logits stayed
-resident through the backward). Hence buffers above ``MAX_BUFFER_BYTES`` are never cached (at those
-sizes memory is the scarce resource), and at most ``MAX_BYTES`` are kept in all.
+Cost: a cached buffer stays resident after its tensor dies, so it still counts in a step's peak.
+Hence buffers above ``MAX_BUFFER_BYTES`` are never cached (at those sizes memory is the scarce
+resource), and at most ``MAX_BYTES`` are kept in all. Design notes: docs/kernels.md.
 """
 
 from __future__ import annotations
