@@ -10,19 +10,22 @@ from pathlib import Path
 
 from bench.errors import BenchError
 
-DEFAULT_REPORT = "reports/results.md"
+
+def _default_out(results_dir: str | Path, name: str) -> Path:
+    """Where a command writes its rendered table unless told (--report/--out): beside the
+    records it renders, never the repository's reports/ (those are hand-written study pages)."""
+    return Path(results_dir) / "reports" / name
 
 
 def cmd_run(args) -> int:
-    from bench.config import field_docs, load_yaml, parse_override, resolve
+    from bench.config import describe_keys, load_yaml, parse_override, resolve
 
     if args.help_config:
-        for key, (type_name, default, doc) in field_docs().items():
-            print(f"{key:32} {type_name:6} {default!r:>14}  {doc}")
+        print("\n".join(describe_keys()))
         return 0
     given = dict(parse_override(o) for o in args.overrides)
     from_yaml = load_yaml(args.config) if args.config else {}
-    if not (given.get("method") or from_yaml.get("method")):
+    if not (args.single or given.get("method") or from_yaml.get("method")):
         return _run_suite(args)
     from bench.experiment import run_experiment
     from bench.record import records_path
@@ -51,13 +54,16 @@ def _write_report(out: Path, text: str, heading: str = "") -> None:
 def _run_suite(args) -> int:
     from bench.config import resolve
     from bench.report import render_report
-    from bench.sweep import DEFAULT_SUITE, run_suite
+    from bench.sweep import DEFAULT_SWEEP, load_sweep, run_configs
 
     if args.config:
         raise BenchError("--config without a method: name a method (method=NAME) in the file or on the line")
-    group, records = run_suite(DEFAULT_SUITE, args.overrides)
-    results_dir = resolve(DEFAULT_SUITE.expand(args.overrides)[0]).results_dir
-    _write_report(Path(args.report), render_report(results_dir, group=group), "# Default suite\n\n")
+    spec = load_sweep(DEFAULT_SWEEP)
+    runs = spec.expand(args.overrides)
+    group, records, _ = run_configs(spec.name, runs)
+    results_dir = resolve(runs[0]).results_dir
+    _write_report(Path(args.report or _default_out(results_dir, "suite.md")), render_report(results_dir, group=group),
+                  "# Default suite\n\n")
     failed = [r for r in records if r.get("status") != "ok"]
     return 1 if failed else 0
 
@@ -83,7 +89,8 @@ def cmd_sweep(args) -> int:
     if args.executor == "submitit":
         from bench.executors import submit_sweep
 
-        jobs, records = submit_sweep(spec.name, runs, args.submitit_dir, cluster=args.cluster,
+        folder = args.submitit_dir or Path(resolve(runs[0]).results_dir) / "submitit"
+        jobs, records = submit_sweep(spec.name, runs, folder, cluster=args.cluster,
                                      parallelism=args.workers, skip_finished=not args.no_skip)
         print(f"submitted {len(jobs)} jobs ({', '.join(j.job_id for j in jobs[:3])}{', ...' if len(jobs) > 3 else ''})")
         skipped = len(runs) - len(jobs)
@@ -92,7 +99,8 @@ def cmd_sweep(args) -> int:
     print(f"sweep {spec.name}: {len(runs)} configurations, {skipped} already finished (skipped), "
           f"{len(records)} run, {sum(r.get('status') != 'ok' for r in records)} failed")
     results_dir = resolve(runs[0]).results_dir
-    _write_report(Path(args.report or f"reports/{spec.name}.md"), render_report(results_dir, sweep=spec.name),
+    _write_report(Path(args.report or _default_out(results_dir, f"{spec.name}.md")),
+                  render_report(results_dir, sweep=spec.name),
                   f"# Sweep `{spec.name}`\n\n{spec.description}\n\n")
     return 1 if any(r.get("status") != "ok" for r in records) else 0
 
@@ -128,6 +136,7 @@ def cmd_report(args) -> int:
         from bench.report import leaderboard, load_frame
 
         text = leaderboard(load_frame(args.results, args.group, args.sweep), args.leaderboard)
+        name = f"leaderboard-{Path(args.leaderboard).stem}.md"
     elif args.pivot:
         from bench.report import load_frame, pivot_markdown
 
@@ -138,9 +147,11 @@ def cmd_report(args) -> int:
             text = pivot_markdown(frame, args.pivot)
         except ValueError as err:
             raise BenchError(str(err)) from None
+        name = "pivot.md"
     else:
         text = render_report(args.results, group=args.group, sweep=args.sweep, fmt=args.format)
-    _write_report(Path(args.out or Path(DEFAULT_REPORT).with_suffix({"md": ".md", "latex": ".tex", "html": ".html"}[args.format])), text)
+        name = "results" + {"md": ".md", "latex": ".tex", "html": ".html"}[args.format]
+    _write_report(Path(args.out or _default_out(args.results, name)), text)
     if args.figures:
         from bench.figures import render_figures
         from bench.report import load_frame
@@ -286,9 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one method (method=NAME) or, with no method, the default suite")
     run.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. method=ffi-static data.num_labels=4096")
-    run.add_argument("--config", help="YAML file of config keys (applied before the key=value overrides)")
-    run.add_argument("--help-config", action="store_true", help="list every config key with its default")
-    run.add_argument("--report", default="reports/suite.md", help="where the suite writes its table")
+    run.add_argument("--config", help="YAML file of config keys (applied before the key=value overrides, "
+                                      "wherever it stands among them)")
+    run.add_argument("--help-config", action="store_true",
+                     help="list every config key with its type, default, meaning and allowed values")
+    run.add_argument("--report", default=None, help="where the suite writes its table (default RESULTS_DIR/reports/suite.md)")
+    run.add_argument("--single", action="store_true", help=argparse.SUPPRESS)  # a sweep child: this config only
     run.add_argument("--run-id", default=None, help=argparse.SUPPRESS)
     run.add_argument("--group", default="", help=argparse.SUPPRESS)
     run.add_argument("--sweep", default="", help=argparse.SUPPRESS)
@@ -300,11 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--list", action="store_true", help="list the shipped sweeps")
     sw.add_argument("--workers", type=int, default=1, help="configurations run in parallel (one process each)")
     sw.add_argument("--no-skip", action="store_true", help="run configurations even if an ok record exists")
-    sw.add_argument("--report", default=None, help="where to write the sweep's table (default reports/NAME.md)")
+    sw.add_argument("--report", default=None, help="where to write the sweep's table (default RESULTS_DIR/reports/NAME.md)")
     sw.add_argument("--executor", choices=("local", "submitit"), default="local",
                     help="local processes, or a Slurm job array through submitit")
     sw.add_argument("--cluster", default=None, help="submitit cluster: slurm, local, debug (default: detected)")
-    sw.add_argument("--submitit-dir", default="results/submitit", help="submitit job folder (logs, pickles)")
+    sw.add_argument("--submitit-dir", default=None, help="submitit job folder (logs, pickles; default RESULTS_DIR/submitit)")
     sw.add_argument("--wandb", action="store_true", help="register the sweep with W&B for `xmc-bench agent`")
     sw.set_defaults(func=cmd_sweep)
 
@@ -319,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="Markdown table of the recorded runs (method x labels)")
     rep.add_argument("--results", default="results", help="results directory holding runs.jsonl")
-    rep.add_argument("--out", default=None, help=f"where to write the table (default {DEFAULT_REPORT}, suffix by format)")
+    rep.add_argument("--out", default=None,
+                     help="where to write the table (default RESULTS/reports/results.md, suffix by format; "
+                          "leaderboard-DATASET.md with --leaderboard, pivot.md with --pivot)")
     rep.add_argument("--format", choices=("md", "latex", "html"), default="md", help="table format")
     rep.add_argument("--leaderboard", default=None, metavar="DATASET",
                      help="our runs on DATASET beside the published numbers in baselines/published.csv")
@@ -398,8 +414,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line. ``key=value`` overrides may stand anywhere among the options
+    (argparse alone takes only the first run of them); they keep their order."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return args.func(args)
     except BenchError as err:

@@ -23,35 +23,16 @@ from bench.record import append_record, check_writable, mark_failed, new_record,
 SHIPPED_DIR = Path(__file__).parent / "sweeps"
 
 
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    methods: tuple[str, ...]
-    num_labels: tuple[int, ...]
-    overrides: dict = field(default_factory=dict)  # applied to every run (before the user's)
-
-    def as_sweep(self) -> "SweepSpec":
-        return SweepSpec(self.name, "the default suite (`xmc-bench run`)", dict(self.overrides),
-                         grid={"data.num_labels": list(self.num_labels), "method": list(self.methods)})
-
-    def expand(self, user_overrides: list[str]) -> list[list[str]]:
-        """One override list per run: suite base, then the method and size, then the user's."""
-        return self.as_sweep().expand(user_overrides)
-
-
-# Sized to finish within ten minutes on a 2-core CPU (README has the measured time).
-DEFAULT_SUITE = Suite(
-    name="default",
-    methods=("dense", "masked-static", "ffi-static", "ffi-set", "ffi-set-aux", "ffi-set-intermediate"),
-    num_labels=(1024, 4096, 16384),
-    overrides={"data.num_train": 12000, "data.num_test": 3000, "train.epochs": 2},
-)
+# `xmc-bench run` without a method runs this shipped sweep (bench/sweeps/default.yaml).
+DEFAULT_SWEEP = "default"
 
 
 @dataclass(frozen=True)
 class SweepSpec:
     """A sweep file: ``base`` overrides for every run, ``grid`` axes (cartesian product) and
-    ``zip`` axes (equal-length lists advanced together, crossed with the grid)."""
+    ``zip`` axes (equal-length lists advanced together, crossed with the grid). Each configuration
+    is one run; one without ``method`` is a plain run of ``model.classifier`` (recorded under the
+    classifier's name), never the default suite that ``xmc-bench run`` without a method starts."""
 
     name: str
     description: str = ""
@@ -83,8 +64,6 @@ def load_sweep(name_or_path: str) -> SweepSpec:
 
     path = Path(name_or_path)
     if not path.suffix and not path.exists():
-        if name_or_path == DEFAULT_SUITE.name:
-            return DEFAULT_SUITE.as_sweep()
         path = SHIPPED_DIR / f"{name_or_path}.yaml"
         if not path.exists():
             raise ConfigError(f"unknown sweep {name_or_path!r}; shipped sweeps: {', '.join(list_sweeps())}")
@@ -115,7 +94,7 @@ def load_sweep(name_or_path: str) -> SweepSpec:
 
 
 def list_sweeps() -> list[str]:
-    return sorted({DEFAULT_SUITE.name, *(p.stem for p in SHIPPED_DIR.glob("*.yaml"))})
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml"))
 
 
 def finished_hashes(results_dir: str | Path) -> set[str]:
@@ -134,13 +113,15 @@ def unfinished(runs: list[list[str]], configs: list) -> list[list[str]]:
 
 def run_isolated(overrides: list[str], group: str, log_dir: Path, sweep: str = "") -> dict:
     """Run one configuration in a fresh Python process and return its record. A process that
-    dies without writing one (killed, crashed interpreter) gets a failed record here."""
+    dies without writing one (killed, crashed interpreter) gets a failed record here. The child
+    runs exactly this configuration (``--single``): one without ``method`` is a plain
+    ``model.classifier`` run, never the default suite."""
     cfg = resolve(overrides)
     run_id = new_run_id()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{run_id}.log"
-    cmd = [sys.executable, "-m", "bench.cli", "run", *overrides, "--run-id", run_id, "--group", group,
-           "--sweep", sweep]
+    cmd = [sys.executable, "-m", "bench.cli", "run", *overrides, "--single", "--run-id", run_id,
+           "--group", group, "--sweep", sweep]
     with log_path.open("w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     path = records_path(cfg.results_dir)
@@ -178,9 +159,3 @@ def run_configs(name: str, runs: list[list[str]], workers: int = 1, skip_finishe
                       f"({record.get('wall_time_s', 0):.1f}s)")
     bar.close()
     return group, records, len(runs) - len(todo)
-
-
-def run_suite(suite: Suite, user_overrides: list[str]) -> tuple[str, list[dict]]:
-    """Run every configuration of ``suite``; returns (the suite's group id, the records)."""
-    group, records, _ = run_configs(suite.name, suite.expand(user_overrides))
-    return group, records

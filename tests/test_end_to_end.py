@@ -4,8 +4,8 @@ import pytest
 
 from bench import list_methods
 from bench.cli import main
-from bench.sweep import Suite, run_suite
 from bench.record import read_records
+from bench.sweep import SweepSpec, run_configs
 
 RECORD_FIELDS = {"run_id", "config_hash", "method", "config", "dataset", "num_labels", "metrics",
                  "memory", "throughput", "wall_time_s", "status", "environment", "seed", "epochs"}
@@ -75,9 +75,9 @@ def test_bad_override_is_a_clear_error(capsys):
 
 
 def test_suite_runs_each_config_in_its_own_process_and_reports(tiny_overrides, tmp_path, capsys):
-    suite = Suite("mini", methods=("dense", "ffi-static"), num_labels=(32, 64))
+    suite = SweepSpec("mini", grid={"data.num_labels": [32, 64], "method": ["dense", "ffi-static"]})
     overrides = [o for o in tiny_overrides if not o.startswith("data.num_labels")]
-    group, records = run_suite(suite, overrides)
+    group, records, _ = run_configs(suite.name, suite.expand(overrides))
     assert [r["status"] for r in records] == ["ok"] * 4
     assert {r["group"] for r in _records(tmp_path)} == {group}
     assert len({r["environment"]["hostname"] for r in records}) == 1

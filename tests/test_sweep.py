@@ -85,3 +85,35 @@ def test_records_from_before_a_new_config_field_still_count_as_finished(tmp_path
     assert config_hash(cfg) == config_hash(resolve(["method=ffi-set-aux", "data.num_labels=2048", "results_dir=x"]))
     append_record(tmp_path / "runs.jsonl", {"status": "ok", "config": old, "config_hash": "from-an-older-version"})
     assert finished_hashes(tmp_path) == {config_hash(cfg)}
+
+
+def test_default_suite_is_a_shipped_sweep_with_the_same_configurations():
+    """`xmc-bench run` without a method runs bench/sweeps/default.yaml: the 18 configurations
+    (and so the checkpoints and skip keys) it had when it was defined in Python."""
+    from bench.config import config_hash
+    from bench.sweep import DEFAULT_SWEEP
+
+    runs = load_sweep(DEFAULT_SWEEP).expand([])
+    assert runs[0] == ["data.num_train=12000", "data.num_test=3000", "train.epochs=2", "data.num_labels=1024",
+                       "method=dense"]
+    assert [config_hash(resolve(o)) for o in runs] == [
+        "c1da2f29ab5ba07a", "22375bd3a9eaa93d", "f6cb063047752dc1", "ef850052a5f69030", "ad7ab4c34ac2c1e4",
+        "1589b9aad191013f", "182b19c5972ab60f", "c15626cf3938eb30", "6fbd62e291f5ed63", "cad6a6fc2e464fa0",
+        "ddbd691332b7b4eb", "1cc12471852ab0f6", "8419f57faf391a47", "ae3b8f1cdd4304aa", "e34862167e61fe47",
+        "341a1e6a93c7b89d", "dfc33a11cc866690", "85a755d607ce5018"]
+
+
+def test_sweep_configuration_without_method_runs_once_and_writes_under_results_dir(tiny_overrides, tmp_path,
+                                                                                   monkeypatch):
+    """A configuration without `method` is one plain `model.classifier` run (not the default
+    suite inside it), and the sweep's table goes under results_dir, not the working tree's reports/."""
+    clone = tmp_path / "clone"
+    (clone / "reports").mkdir(parents=True)
+    monkeypatch.chdir(clone)
+    path = tmp_path / "nomethod.yaml"
+    path.write_text("grid:\n  model.classifier: [ffi]\n")
+    assert main(["sweep", str(path), *tiny_overrides]) == 0
+    records = list(read_records(tmp_path / "results" / "runs.jsonl"))
+    assert [(r["status"], r["method"], r["sweep"]) for r in records] == [("ok", "ffi", "nomethod")]
+    assert "| ffi |" in (tmp_path / "results" / "reports" / "nomethod.md").read_text()
+    assert not any((clone / "reports").iterdir()) and not (clone / "results").exists()
