@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from bench.classifiers import FixedFanInClassifier, MaskedClassifier
 from bench.classifiers import fixed_fan_in as ffi_module
 from bench.errors import ConfigError, UnknownNameError
-from bench.registry import create_classifier, list_classifiers
+from bench.classifiers import create_classifier, list_classifiers
 from bench.sparse import CSR, SparseTargets
 from helpers import MaxTensorSize
 
@@ -185,10 +185,16 @@ def test_masked_is_deterministic_by_seed():
     assert not torch.equal(a.mask, c.mask)
 
 
-@pytest.mark.parametrize("density", [0.0, -0.1, 1.5, float("nan"), "dense"])
+@pytest.mark.parametrize("density", [-0.1, 1.5, float("nan"), "dense"])
 def test_masked_bad_density(density):
     with pytest.raises(ConfigError, match="density"):
         create_classifier("masked", D, L, density=density)
+
+
+def test_masked_density_zero_means_the_ffi_sparsity():
+    # the classifier derives its own default: fan_in / d (capped at 1), an ffi layer's sparsity
+    assert create_classifier("masked", 40, 200, fan_in=10, seed=0).density == pytest.approx(0.25, abs=0.04)
+    assert create_classifier("masked", 8, 10, fan_in=32).mask.all()
 
 
 # --- ffi -----------------------------------------------------------------------------------

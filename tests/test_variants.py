@@ -69,7 +69,7 @@ def test_intermediate_run_records_its_memory(tiny_overrides, tmp_path):
 @pytest.mark.parametrize("slots", [1, 2])
 def test_bottleneck_rank_matches_the_ffi_memory_budget(d, num_labels, k, slots):
     from bench.classifiers.bottleneck import DenseBottleneckClassifier, ffi_memory_total
-    from bench.registry import create_classifier
+    from bench.classifiers import create_classifier
 
     budget = ffi_memory_total(d, num_labels, k, slots)
     if num_labels <= 4096:  # the analytic ffi budget is the real layer's memory
