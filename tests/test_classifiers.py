@@ -275,3 +275,17 @@ def test_ffi_init_never_builds_a_dense_weight(monkeypatch):
     assert probe.max_numel <= num_labels * k < num_labels * d
     assert clf.indices.shape == (num_labels, k)
     assert math.isclose(clf.values.abs().max().item(), 1 / math.sqrt(k), rel_tol=0.05)
+
+
+def test_registries_import_nothing_above_them():
+    # registry and methods are read by config (no torch); classifiers register on their own import
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, bench.registry, bench.methods, bench.config; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert not any(m.startswith('bench.classifiers') for m in sys.modules); "
+            "print(len(bench.methods.list_methods()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
