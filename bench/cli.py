@@ -115,7 +115,7 @@ def cmd_agent(args) -> int:
 def cmd_list(args) -> int:
     from bench import list_classifiers, list_methods
     from bench.data.catalog import DATASETS
-    from bench.registry import get_method
+    from bench.methods import get_method
 
     print("classifiers:", ", ".join(list_classifiers(args.pattern)))
     print("datasets:   ", ", ".join(DATASETS.names(args.pattern)))

@@ -417,7 +417,7 @@ def check(cfg: RunConfig) -> None:
 
 def resolve(overrides: list[str] | dict[str, Any], yaml_path: str | Path | None = None) -> RunConfig:
     """defaults ← method preset ← YAML file ← overrides. ``method`` may come from either source."""
-    from bench.registry import get_method
+    from bench.methods import get_method
 
     user: dict[str, Any] = {}
     if yaml_path is not None:

@@ -105,13 +105,13 @@ def gather_targets(targets: SparseTargets, shard: Shard) -> SparseTargets:
 
 
 def sharded_loss(encoder_out: torch.Tensor, classifier, targets: SparseTargets, shard: Shard,
-                 fused: bool | None = None) -> torch.Tensor:
+                 fused: bool | None = None, criterion=None) -> torch.Tensor:
     """This rank's share of the global loss: its label shard on the global batch, normalised by
     the global batch size. ``backward()`` on it gives exact shard and (after
     ``sum_encoder_grads``) encoder gradients; ``all_reduce`` of the value gives the loss."""
     features = gather_features(encoder_out)  # [B, d]
     shard_targets = gather_targets(targets, shard)
-    return classifier.loss(features, shard_targets, fused=fused)
+    return classifier.loss(features, shard_targets, fused=fused, criterion=criterion)
 
 
 def sum_encoder_grads(module: torch.nn.Module) -> None:
@@ -181,8 +181,9 @@ class Parallel:
         """A loss averaged over this rank's examples, as its share of the global batch's mean."""
         return loss * self.batch_share
 
-    def loss(self, h: torch.Tensor, classifier, targets: SparseTargets, fused: bool | None = None) -> torch.Tensor:
-        return sharded_loss(h, classifier, targets, self.shard, fused)
+    def loss(self, h: torch.Tensor, classifier, targets: SparseTargets, fused: bool | None = None,
+             criterion=None) -> torch.Tensor:
+        return sharded_loss(h, classifier, targets, self.shard, fused, criterion)
 
     def sum_value(self, value: torch.Tensor) -> torch.Tensor:
         """The sum over ranks of a scalar (a shard's loss → the global loss), detached."""
@@ -220,8 +221,9 @@ class OneProcess:
     def local_mean_share(self, loss: torch.Tensor) -> torch.Tensor:
         return loss
 
-    def loss(self, h: torch.Tensor, classifier, targets: SparseTargets, fused: bool | None = None) -> torch.Tensor:
-        return classifier.loss(h, targets, fused=fused)
+    def loss(self, h: torch.Tensor, classifier, targets: SparseTargets, fused: bool | None = None,
+             criterion=None) -> torch.Tensor:
+        return classifier.loss(h, targets, fused=fused, criterion=criterion)
 
     def sum_value(self, value: torch.Tensor) -> torch.Tensor:
         return value.detach()

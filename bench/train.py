@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bench import losses
 from bench.checkpoint import Checkpoints, rng_state, set_rng_state
 from bench.config import RunConfig
 from bench.data.loader import iterate_batches, num_batches
@@ -183,14 +184,16 @@ def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device,
     return metrics.compute(), x.num_rows, watch.seconds
 
 
-def make_rewirer(model, cfg: RunConfig, steps_total: int, classifier_optimizer, seed: int):
-    """The DST rewirer for sparse classifiers, or None for static connectivity."""
+def make_rewirer(model, cfg: RunConfig, steps_total: int, classifier_optimizer, seed: int,
+                 loss: losses.Loss | None = None):
+    """The DST rewirer for sparse classifiers, or None for static connectivity; RigL scores
+    with ``loss``, the loss training uses."""
     if cfg.dst.regrow == "none":
         return None
     from bench.dst import Rewirer
 
     try:
-        return Rewirer(model.classifier, cfg.dst, steps_total, classifier_optimizer, seed=seed)
+        return Rewirer(model.classifier, cfg.dst, steps_total, classifier_optimizer, seed=seed, loss=loss)
     except TypeError as err:
         raise ConfigError(f"dst.regrow={cfg.dst.regrow} needs a sparse classifier, "
                           f"but model.classifier={cfg.model.classifier}: {err}") from None
@@ -207,7 +210,8 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
     steps_total, epochs = total_steps(cfg, dataset.num_train)
     per_epoch = num_batches(dataset.num_train, cfg.train.batch_size)
     optimizers = make_optimizers(model, cfg)
-    rewirer = make_rewirer(model, cfg, steps_total, optimizers[1], seed=runner.seed(cfg.seed))
+    criterion = losses.DEFAULT  # the training loss: the classifier, the aux branch and RigL all use it
+    rewirer = make_rewirer(model, cfg, steps_total, optimizers[1], seed=runner.seed(cfg.seed), loss=criterion)
     schedule = warmup_cosine(steps_total, cfg.train.warmup_steps)
     aux_cutoff = aux_cutoff_fraction(cfg.aux, steps_total, per_epoch)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
@@ -244,13 +248,13 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                 z = model.encoder(batch)  # [B, d]
                 h = model.head_input(z)  # [B, d], or [B, m] after an intermediate layer
                 # under torchrun: this shard's labels on the whole global batch
-                loss = runner.loss(h, model.classifier, batch.targets, fused=cfg.train.fused_loss)
+                loss = runner.loss(h, model.classifier, batch.targets, fused=cfg.train.fused_loss, criterion=criterion)
                 alpha = 0.0 if model.aux is None else aux_weight(
                     result.steps, steps_total, cfg.aux.scale, aux_cutoff, cfg.aux.schedule)
                 main_loss = loss
                 if alpha > 0:  # after the cutoff the branch costs nothing
                     with aux_watch:
-                        aux_loss = runner.local_mean_share(model.aux.loss(z, batch.targets))
+                        aux_loss = runner.local_mean_share(model.aux.loss(z, batch.targets, criterion))
                     loss = (1.0 - alpha) * main_loss + alpha * aux_loss
                     result.aux_steps += 1
                 for opt in optimizers:

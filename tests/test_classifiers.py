@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from bench.classifiers import FixedFanInClassifier, MaskedClassifier
 from bench.classifiers import fixed_fan_in as ffi_module
 from bench.errors import ConfigError, UnknownNameError
-from bench.registry import create_classifier, list_classifiers
+from bench.classifiers import create_classifier, list_classifiers
 from bench.sparse import CSR, SparseTargets
 from helpers import MaxTensorSize
 
@@ -185,10 +185,16 @@ def test_masked_is_deterministic_by_seed():
     assert not torch.equal(a.mask, c.mask)
 
 
-@pytest.mark.parametrize("density", [0.0, -0.1, 1.5, float("nan"), "dense"])
+@pytest.mark.parametrize("density", [-0.1, 1.5, float("nan"), "dense"])
 def test_masked_bad_density(density):
     with pytest.raises(ConfigError, match="density"):
         create_classifier("masked", D, L, density=density)
+
+
+def test_masked_density_zero_means_the_ffi_sparsity():
+    # the classifier derives its own default: fan_in / d (capped at 1), an ffi layer's sparsity
+    assert create_classifier("masked", 40, 200, fan_in=10, seed=0).density == pytest.approx(0.25, abs=0.04)
+    assert create_classifier("masked", 8, 10, fan_in=32).mask.all()
 
 
 # --- ffi -----------------------------------------------------------------------------------
@@ -269,3 +275,17 @@ def test_ffi_init_never_builds_a_dense_weight(monkeypatch):
     assert probe.max_numel <= num_labels * k < num_labels * d
     assert clf.indices.shape == (num_labels, k)
     assert math.isclose(clf.values.abs().max().item(), 1 / math.sqrt(k), rel_tol=0.05)
+
+
+def test_registries_import_nothing_above_them():
+    # registry and methods are read by config (no torch); classifiers register on their own import
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, bench.registry, bench.methods, bench.config; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert not any(m.startswith('bench.classifiers') for m in sys.modules); "
+            "print(len(bench.methods.list_methods()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr

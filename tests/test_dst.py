@@ -49,7 +49,8 @@ def test_invariants_hold_after_many_rewires(name, regrow, prune):
     changed = 0
     for step in range(1, 31):
         h, targets = _train_step(clf, opt, step)
-        changed += rewirer.maybe_rewire(step, h, targets)["connections_changed"]
+        assert rewirer.schedule.due(step)
+        changed += rewirer.rewire(step, h, targets)["connections_changed"]
         if name == "ffi":
             clf.check_connectivity()  # exactly k distinct, in-range inputs per label
             assert clf.indices.shape == (L, K)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.classifiers.base import label_tensors
-from bench.registry import create_classifier, list_classifiers
+from bench.classifiers import create_classifier, list_classifiers
 from bench.sparse import CSR, SparseTargets
 from helpers import MaxTensorSize
 

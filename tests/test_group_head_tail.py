@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench import losses
 from bench.classifiers import GroupFanInClassifier, HeadTailClassifier
 from bench.classifiers.head_tail import head_label_ids
 from bench.config import DSTConfig
@@ -103,7 +104,7 @@ def test_group_prunes_by_summed_magnitude_and_rigl_by_summed_gradient():
     magnitude, in_use = conn.slots(0, 2)
     torch.testing.assert_close(magnitude, torch.tensor([[4.0, 3.01, 0.6], [4.0, 4.0, 2.0]]))
     h, t = torch.randn(B, D), targets(8)
-    scores = conn.gradient_scores(0, 2, h, t)  # [G, d]
+    scores = conn.gradient_scores(0, 2, h, t, losses.DEFAULT)  # [G, d]
     per_label = []
     for label in range(8):  # |dL/dw[l, i]| of the dense equivalent, summed over the group
         w = clf.to_dense_weight().requires_grad_()

@@ -47,6 +47,21 @@ def test_no_intermediate_by_default():
     assert model.part_memory_bytes() == {}
 
 
+def test_unknown_encoder_is_a_clear_error():
+    import dataclasses
+
+    cfg = dataclasses.replace(resolve(["model.embed_dim=16"]).model, encoder="bwo")
+    with pytest.raises(ConfigError, match="model.encoder.*did you mean 'bow'"):
+        build_model(cfg, num_features=50, num_labels=30, seed=0)
+
+
+def test_spartex_is_intermediate_plus_aux_plus_set():
+    from bench.methods import get_method
+
+    spartex, aux, intermediate = (get_method(m).overrides for m in ("spartex", "ffi-set-aux", "ffi-set-intermediate"))
+    assert spartex == aux | intermediate
+
+
 @pytest.mark.parametrize("override", ["model.intermediate=-1", "model.intermediate_dropout=1.0",
                                       "model.intermediate_activation=swish"])
 def test_bad_intermediate_config(override):
@@ -69,7 +84,7 @@ def test_intermediate_run_records_its_memory(tiny_overrides, tmp_path):
 @pytest.mark.parametrize("slots", [1, 2])
 def test_bottleneck_rank_matches_the_ffi_memory_budget(d, num_labels, k, slots):
     from bench.classifiers.bottleneck import DenseBottleneckClassifier, ffi_memory_total
-    from bench.registry import create_classifier
+    from bench.classifiers import create_classifier
 
     budget = ffi_memory_total(d, num_labels, k, slots)
     if num_labels <= 4096:  # the analytic ffi budget is the real layer's memory

@@ -1,21 +1,53 @@
-"""The classifier contract every output layer implements.
+"""The classifier contract every output layer implements, and the registry they join.
 
 A classifier maps encoder features ``h [B, d]`` to label scores. Subclasses implement
 ``logits(h, lo, hi)`` — the scores of the label slice ``[lo, hi)`` — and ``memory_bytes``.
 Everything else (full forward, loss, streaming top-k) is built on label slices here, so
 that a subclass gets label-chunked training and inference without writing them again.
+
+A sparse classifier also returns its ``connectivity()``: the small protocol through which
+dynamic sparse training (``bench.dst``) sees its connections. DST works on row chunks
+``[lo, hi)`` (rows are labels, or whatever the layer rewires as a unit, e.g. groups). A layer
+stores each row's connections in ``S`` slots (``S = k`` for fixed fan-in, ``S = d`` for a
+mask); its connectivity object has ``num_labels`` (rows), ``in_features`` (d), ``param`` (the
+tensor whose device DST works on) and
+
+- ``slots(lo, hi)``: ``(magnitude [Rc, S], in_use [Rc, S] bool)`` — |w| of each slot and
+  whether it holds a connection; pruning chooses among these slots;
+- ``active(lo, hi)``: bool ``[Rc, d]`` — which inputs each row uses (the regrowth candidates
+  are the others); only this chunk is ever materialised, never ``[L, d]``;
+- ``replace(lo, hi, drop, grow, init, optimizer)``: empty the ``drop`` slots ``[Rc, S]`` and
+  connect the ``grow`` inputs ``[Rc, d]`` (as many per row), set the new weights to ``init``
+  and zero their optimiser state; dropped weights keep no optimiser state either;
+- optionally ``gradient_scores(lo, hi, h, targets, loss)`` → ``[Rc, d]``: the RigL score
+  (|∂loss/∂w|) of each row's inputs, where rows are not labels. Without it DST scores
+  rows as labels through ``logits`` and ``loss.grad``.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from bench import losses
+from bench.registry import Registry
 from bench.sparse import SparseTargets
 
 DEFAULT_LABEL_CHUNK = 16384
+
+CLASSIFIERS = Registry("classifier")
+
+
+def register_classifier(name: str):
+    """Decorator for a classifier factory ``fn(in_features, num_labels, **options) -> Classifier``.
+
+    The factory's keyword names are its options: ``build_model`` passes each one the config
+    value of the same name (``model.fan_in`` → ``fan_in``, …; also ``seed`` and
+    ``label_counts``), so a classifier defined in one file gets its options without edits
+    elsewhere. A factory derives its own defaults (e.g. a density of 0 meaning ``fan_in / d``).
+    """
+    return CLASSIFIERS.register(name)
 
 
 class Classifier(nn.Module):
@@ -39,19 +71,18 @@ class Classifier(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # [B, d] -> [B, L]
         return self.logits(h, 0, self.num_labels)
 
-    def loss(self, h: torch.Tensor, targets: SparseTargets, fused: bool | None = None) -> torch.Tensor:
-        """Binary cross-entropy summed over labels and averaged over the batch.
+    def loss(self, h: torch.Tensor, targets: SparseTargets, fused: bool | None = None,
+             criterion: losses.Loss | None = None) -> torch.Tensor:
+        """The training loss of the batch: ``criterion`` (default: BCE summed over labels and
+        averaged over the batch, ``losses.DEFAULT``) of every label's score.
 
-        Summing over labels keeps the gradient of each label's weights independent of L, so the
-        same learning rate works at every label-space size. ``fused`` (default: the
-        ``fused_loss`` attribute) computes it label chunk by label chunk — see ``fused_bce_loss``.
+        ``fused`` (default: the ``fused_loss`` attribute) computes it label chunk by label
+        chunk without ``[B, L]`` logits — see ``fused_loss``.
         """
+        criterion = losses.DEFAULT if criterion is None else criterion
         if self.fused_loss if fused is None else fused:
-            return fused_bce_loss(self, h, targets)
-        logits = self.forward(h)
-        return F.binary_cross_entropy_with_logits(
-            logits.float(), targets.dense(), reduction="sum"
-        ) / h.shape[0]
+            return fused_loss(self, h, targets, criterion)
+        return criterion.value(self.forward(h), targets, 0, self.num_labels, self.num_labels)
 
     @torch.no_grad()
     def topk(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,6 +109,11 @@ class Classifier(nn.Module):
         per parameter (1 for SGD with momentum, 2 for Adam), and index/mask storage."""
         raise NotImplementedError
 
+    def connectivity(self):
+        """The DST view of this layer's connections (the protocol in the module docstring);
+        ``None``: a dense layer, nothing to rewire."""
+        return None
+
 
 def dense_memory_bytes(parameters, optimizer_slots: int, index_bytes: int = 0) -> dict[str, int]:
     """Memory breakdown for parameters that train densely (every element has a gradient)."""
@@ -92,11 +128,28 @@ def dense_memory_bytes(parameters, optimizer_slots: int, index_bytes: int = 0) -
     return out
 
 
-def bce_grad_logits(logits: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """∂loss/∂logits of ``Classifier.loss`` (BCE summed over labels, averaged over the batch)
-    for one label chunk: ``(sigmoid(z) − y) / B``. RigL uses it to score missing connections
-    chunk by chunk without building ``[B, L]``."""
-    return (torch.sigmoid(logits.float()) - targets) / batch_size
+def zero_optimizer_state(optimizer, param: torch.Tensor, where: torch.Tensor, rows: slice) -> None:
+    """Zero every per-element optimiser buffer of ``param`` (momentum, Adam moments) at
+    ``where`` (a bool mask over ``param[rows]``)."""
+    if optimizer is None:
+        return
+    for value in optimizer.state.get(param, {}).values():
+        if torch.is_tensor(value) and value.shape == param.shape:
+            value[rows].masked_fill_(where, 0)
+
+
+def refill_slots(idx: torch.Tensor, drop: torch.Tensor, grow: torch.Tensor):
+    """Put the ``grow`` inputs (bool ``[R, d]``) into the ``drop`` slots (bool ``[R, k]``) of the
+    index rows ``idx [R, k]`` in place; returns the (rows, slots) that changed.
+
+    nonzero() lists both in row-major order and every row drops as many as it grows, so the
+    i-th freed slot takes the i-th grown input of the same row."""
+    slot_rows, slot_cols = drop.nonzero(as_tuple=True)
+    grow_rows, grow_cols = grow.nonzero(as_tuple=True)
+    if not torch.equal(slot_rows, grow_rows):
+        raise AssertionError("rewire must grow exactly as many inputs per row as it drops")
+    idx[slot_rows, slot_cols] = grow_cols.to(idx.dtype)
+    return slot_rows, slot_cols
 
 
 # --- the fused, label-chunked loss -----------------------------------------------------------
@@ -126,11 +179,11 @@ class _Logits(nn.Module):
         return self.clf.logits(h, 0, size)
 
 
-class _FusedBCE(torch.autograd.Function):
+class _FusedLoss(torch.autograd.Function):
     """Loss and every gradient in one sweep over label chunks.
 
     For each chunk ``[lo, hi)``: the chunk's slices of the label-indexed tensors become leaves,
-    ``logits(h, lo, hi)`` ``[B, Lc]`` meets its targets, ``(sigmoid(z) − y) / B`` goes back
+    ``logits(h, lo, hi)`` ``[B, Lc]`` meets its targets, the loss's ∂loss/∂z goes back
     through the chunk's graph (so hooks in ``logits``, such as masked's gradient mask, apply),
     and the slice gradients land in their rows of full-size gradient buffers. Peak extra memory
     is one chunk: ``[B, Lc]`` logits and gradient, never ``[B, L]``. The backward only scales
@@ -138,13 +191,13 @@ class _FusedBCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, clf, targets, names, h, *params):
+    def forward(ctx, clf, targets, criterion, names, h, *params):
         batch, num_labels, chunk = h.shape[0], clf.num_labels, max(1, clf.label_chunk)
         group = clf.label_group_size
         chunk = -(-chunk // group) * group  # chunks start on a group boundary
         own = dict(clf.named_parameters()) | dict(clf.named_buffers())
         sliced = set(label_tensors(clf))
-        want_h, want_p = ctx.needs_input_grad[3], ctx.needs_input_grad[4:]
+        want_h, want_p = ctx.needs_input_grad[4], ctx.needs_input_grad[5:]
         grads = [torch.zeros_like(p) if w else None for p, w in zip(params, want_p)]
         # parameters not indexed by label are shared by every chunk: their gradients add up
         shared = {n: p.detach().requires_grad_(w) for n, p, w in zip(names, params, want_p) if n not in sliced}
@@ -161,9 +214,8 @@ class _FusedBCE(torch.autograd.Function):
                 tensors[name] = own[name][lo // group : -(-hi // group)]
             with torch.enable_grad():
                 logits = _chunk_logits(clf, h_leaf, tensors, hi - lo)  # [B, Lc]
-            y = targets.dense_chunk(lo, hi)  # [B, Lc]
-            z = logits.detach().float()
-            total += F.binary_cross_entropy_with_logits(z, y, reduction="sum")
+            value, dz = criterion.block(logits, targets, lo, hi, num_labels)  # sum, ∂loss/∂z [B, Lc]
+            total += value
             leaves = [h_leaf] if want_h else []
             slots = [grad_h] if want_h else []
             for name, g in zip(names, grads):
@@ -172,22 +224,23 @@ class _FusedBCE(torch.autograd.Function):
                     slots.append(g[lo:hi] if name in sliced else g)
             if not leaves:
                 continue
-            dz = ((torch.sigmoid(z) - y) / batch).to(logits.dtype)  # [B, Lc]
-            for slot, g in zip(slots, torch.autograd.grad(logits, leaves, dz, allow_unused=True)):
+            for slot, g in zip(slots, torch.autograd.grad(logits, leaves, dz.to(logits.dtype), allow_unused=True)):
                 if g is not None:
                     slot += g
         ctx.grads = [grad_h.to(h.dtype) if want_h else None] + grads
-        return total / batch
+        return criterion.reduce(total, batch, num_labels)
 
     @staticmethod
     def backward(ctx, grad_loss):
         grads, ctx.grads = ctx.grads, None
         scaled = [None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in grads]
-        return (None, None, None, *scaled)
+        return (None, None, None, None, *scaled)
 
 
-def fused_bce_loss(clf: Classifier, h: torch.Tensor, targets: SparseTargets) -> torch.Tensor:
+def fused_loss(clf: Classifier, h: torch.Tensor, targets: SparseTargets,
+               criterion: losses.Loss | None = None) -> torch.Tensor:
     """``Classifier.loss`` without ``[B, L]`` logits or gradient: label chunks of
     ``clf.label_chunk``; same value and gradients as the unfused path up to summation order."""
+    criterion = losses.DEFAULT if criterion is None else criterion
     names, params = zip(*clf.named_parameters()) if any(True for _ in clf.parameters()) else ((), ())
-    return _FusedBCE.apply(clf, targets, list(names), h, *params)
+    return _FusedLoss.apply(clf, targets, criterion, list(names), h, *params)

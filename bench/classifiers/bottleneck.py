@@ -2,7 +2,8 @@
 baseline of the paper. Scores are ``(h · Dᵀ) · Uᵀ + b`` with ``D [r, d]`` (shared by every
 label) and ``U [L, r]``. The rank is given (``rank``) or chosen as the largest ``r`` whose
 classifier memory (parameters + gradients + optimiser state, at ``optimizer_slots``) does not
-exceed that of an ``ffi`` layer of fan-in ``match_fan_in`` on the same ``d`` and ``L``.
+exceed that of an ``ffi`` layer of fan-in ``match_fan_in`` (default: ``fan_in``) on the same
+``d`` and ``L``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.classifiers.base import Classifier, dense_memory_bytes
+from bench.classifiers.base import Classifier, dense_memory_bytes, register_classifier
 from bench.errors import ConfigError
-from bench.registry import register_classifier
 
 FLOAT_BYTES = 4  # float32 parameters
 
@@ -72,7 +72,8 @@ class DenseBottleneckClassifier(Classifier):
 
 
 @register_classifier("dense-bottleneck")
-def dense_bottleneck(in_features: int, num_labels: int, rank: int = 0, match_fan_in: int = 32,
+def dense_bottleneck(in_features: int, num_labels: int, rank: int = 0, match_fan_in: int = 0, fan_in: int = 32,
                      optimizer_slots: int = 1, seed: int | None = None) -> DenseBottleneckClassifier:
-    return DenseBottleneckClassifier(in_features, num_labels, rank=rank, match_fan_in=match_fan_in,
+    """``match_fan_in = 0``: match the memory of ffi at ``fan_in``."""
+    return DenseBottleneckClassifier(in_features, num_labels, rank=rank, match_fan_in=match_fan_in or fan_in,
                                      optimizer_slots=optimizer_slots, seed=seed)

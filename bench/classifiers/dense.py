@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.classifiers.base import Classifier, dense_memory_bytes
-from bench.registry import register_classifier
+from bench.classifiers.base import Classifier, dense_memory_bytes, register_classifier
 
 
 class DenseClassifier(Classifier):

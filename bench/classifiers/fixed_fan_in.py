@@ -10,10 +10,10 @@ import numbers
 import torch
 from torch import nn
 
-from bench.classifiers.base import Classifier, dense_memory_bytes
+from bench.classifiers.base import (Classifier, dense_memory_bytes, refill_slots, register_classifier,
+                                   zero_optimizer_state)
 from bench.errors import ConfigError
 from bench.kernels import fixed_fan_in
-from bench.registry import register_classifier
 
 INIT_CHUNK_ELEMENTS = 1 << 22  # random keys [Lc, d] drawn at a time (16 MiB): never a dense [L, d]
 CHECK_CHUNK_ELEMENTS = 1 << 22  # ids [Lc, k] widened to int64 at a time by check_connectivity
@@ -69,6 +69,9 @@ class FixedFanInClassifier(Classifier):
         return dense_memory_bytes(self.parameters(), optimizer_slots,
                                   index_bytes=self.indices.numel() * self.indices.element_size())
 
+    def connectivity(self) -> "FixedFanInConnectivity":
+        return FixedFanInConnectivity(self)
+
     @torch.no_grad()
     def check_connectivity(self) -> None:
         """Raise ``AssertionError`` unless every label has exactly k distinct inputs in [0, d)
@@ -98,6 +101,30 @@ class FixedFanInClassifier(Classifier):
         allocates the ``L·d`` tensor this layer exists to avoid."""
         weight = torch.zeros(self.num_labels, self.in_features, dtype=self.values.dtype, device=self.values.device)
         return weight.scatter(1, self.indices.long(), self.values.detach())
+
+
+class FixedFanInConnectivity:
+    """DST protocol (``bench.classifiers.base``) of an ffi layer: rows are labels, slots are
+    its k inputs. Works on anything with ``values``/``indices [R, k]``, ``num_labels`` rows
+    and ``in_features`` (head-tail's tail view too)."""
+
+    def __init__(self, clf):
+        self.clf = clf
+        self.num_labels, self.in_features, self.param = clf.num_labels, clf.in_features, clf.values
+
+    def active(self, lo: int, hi: int) -> torch.Tensor:
+        out = torch.zeros(hi - lo, self.in_features, dtype=torch.bool, device=self.param.device)
+        return out.scatter_(1, self.clf.indices[lo:hi].long(), True)
+
+    def slots(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        magnitude = self.clf.values[lo:hi].detach().abs().float()  # [Lc, k]
+        return magnitude, torch.ones_like(magnitude, dtype=torch.bool)
+
+    @torch.no_grad()
+    def replace(self, lo, hi, drop, grow, init, optimizer) -> None:
+        slot_rows, slot_cols = refill_slots(self.clf.indices[lo:hi], drop, grow)
+        self.clf.values[lo:hi][slot_rows, slot_cols] = init
+        zero_optimizer_state(optimizer, self.param, drop, slice(lo, hi))
 
 
 @register_classifier("ffi")

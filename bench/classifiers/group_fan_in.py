@@ -17,11 +17,11 @@ import numbers
 import torch
 from torch import nn
 
-from bench.classifiers.base import Classifier, dense_memory_bytes
+from bench.classifiers.base import (Classifier, dense_memory_bytes, refill_slots, register_classifier,
+                                   zero_optimizer_state)
 from bench.classifiers.fixed_fan_in import FixedFanInClassifier, _float_dtype, random_fan_in_indices
 from bench.errors import ConfigError
 from bench.kernels.group_fan_in import group_fan_in
-from bench.registry import register_classifier
 
 
 class GroupFanInClassifier(Classifier):
@@ -61,6 +61,9 @@ class GroupFanInClassifier(Classifier):
         return dense_memory_bytes(self.parameters(), optimizer_slots,
                                   index_bytes=self.group_indices.numel() * self.group_indices.element_size())
 
+    def connectivity(self) -> "GroupFanInConnectivity":
+        return GroupFanInConnectivity(self)
+
     def label_indices(self) -> torch.Tensor:
         """``[L, k]``: each label's input ids (its group's), the equivalent ffi layer's indices."""
         return self.group_indices.repeat_interleave(self.group_size, dim=0)[: self.num_labels]
@@ -82,6 +85,55 @@ class _Rows:
 
     def __init__(self, indices, num_rows, in_features, fan_in):
         self.indices, self.num_labels, self.in_features, self.fan_in = indices, num_rows, in_features, fan_in
+
+
+class GroupFanInConnectivity:
+    """DST protocol (``bench.classifiers.base``) of an ffi-group layer: rows are groups. A
+    group's shared inputs are pruned by the summed |w| of its labels, RigL scores an input by
+    the summed |∂loss/∂w| of its labels, and a regrown input starts at ``init`` for every label
+    of the group, with zero optimiser state. Works on anything with ``values [L, k]``,
+    ``group_indices [G, k]``, ``group_size``, ``num_groups``, ``num_labels`` and ``in_features``."""
+
+    GRAD_ELEMENTS = 1 << 22  # [labels, d] per-label gradient block in gradient_scores
+
+    def __init__(self, clf):
+        self.clf, self.g = clf, clf.group_size
+        self.num_labels, self.in_features, self.param = clf.num_groups, clf.in_features, clf.values
+
+    def _labels(self, lo: int, hi: int) -> tuple[int, int]:
+        return lo * self.g, min(hi * self.g, self.clf.num_labels)
+
+    def active(self, lo: int, hi: int) -> torch.Tensor:
+        out = torch.zeros(hi - lo, self.in_features, dtype=torch.bool, device=self.param.device)
+        return out.scatter_(1, self.clf.group_indices[lo:hi].long(), True)
+
+    def slots(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = self._labels(lo, hi)
+        magnitude = torch.zeros(hi - lo, self.clf.fan_in, device=self.param.device)  # [Gc, k]
+        rows = torch.arange(b - a, device=self.param.device) // self.g
+        magnitude.index_add_(0, rows, self.clf.values[a:b].detach().abs().float())
+        return magnitude, torch.ones_like(magnitude, dtype=torch.bool)
+
+    def gradient_scores(self, lo, hi, h, targets, loss) -> torch.Tensor:
+        scores = torch.zeros(hi - lo, self.in_features, device=self.param.device)  # [Gc, d]
+        a, b = self._labels(lo, hi)
+        step = max(self.g, self.GRAD_ELEMENTS // self.in_features // self.g * self.g)
+        for start in range(a, b, step):
+            end = min(start + step, b)
+            logits = self.clf.logits(h, start, end)
+            grad = loss.grad(logits, targets, start, end, self.clf.num_labels)  # [B, n]
+            per_label = (grad.t() @ h.float()).abs()  # [n, d]
+            rows = (torch.arange(start, end, device=scores.device) - a) // self.g
+            scores.index_add_(0, rows, per_label)
+        return scores
+
+    @torch.no_grad()
+    def replace(self, lo, hi, drop, grow, init, optimizer) -> None:
+        slot_rows, slot_cols = refill_slots(self.clf.group_indices[lo:hi], drop, grow)
+        a, b = self._labels(lo, hi)
+        label_drop = drop.repeat_interleave(self.g, dim=0)[: b - a]  # [n, k]: every label of the group
+        self.clf.values[a:b].masked_fill_(label_drop, init)
+        zero_optimizer_state(optimizer, self.param, label_drop, slice(a, b))
 
 
 @register_classifier("ffi-group")

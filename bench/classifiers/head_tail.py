@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.classifiers.base import Classifier, dense_memory_bytes
-from bench.classifiers.fixed_fan_in import FixedFanInClassifier, _float_dtype, random_fan_in_indices
-from bench.classifiers.group_fan_in import GroupFanInClassifier
+from bench.classifiers.base import Classifier, dense_memory_bytes, register_classifier
+from bench.classifiers.fixed_fan_in import (FixedFanInClassifier, FixedFanInConnectivity, _float_dtype,
+                                            random_fan_in_indices)
+from bench.classifiers.group_fan_in import GroupFanInClassifier, GroupFanInConnectivity
 from bench.errors import ConfigError
 from bench.kernels import fixed_fan_in
-from bench.registry import register_classifier
 
 
 def head_label_ids(num_labels: int, head_labels: int = 0, head_fraction: float = 0.5,
@@ -127,6 +127,12 @@ class HeadTailClassifier(Classifier):
         groups (what DST and the connectivity check read)."""
         return _TailView(self) if self.tail_group_size == 1 else _GroupTailView(self)
 
+    def connectivity(self):
+        """The tail is an ffi layer of ``T`` labels, or an ffi-group layer; the dense head is not
+        rewired. Rows are tail rows (or groups of them), not label ids, so RigL (which scores
+        rows through label slices) is not supported."""
+        return HeadTailConnectivity(self) if self.tail_group_size == 1 else HeadTailGroupConnectivity(self)
+
     @torch.no_grad()
     def check_connectivity(self) -> None:
         view = self.tail_view()
@@ -145,6 +151,25 @@ class _GroupTailView:
         self.values, self.group_indices, self.group_size = clf.tail_values, clf.tail_group_indices, clf.tail_group_size
         self.num_labels, self.in_features, self.fan_in = clf.num_tail, clf.in_features, clf.fan_in
         self.num_groups = clf.tail_group_indices.shape[0]
+
+
+def _no_rigl(*_):
+    raise TypeError("head-tail: the tail is rewired with SET only (dst.regrow=random); "
+                    "gradient (RigL) regrowth is not supported for it")
+
+
+class HeadTailConnectivity(FixedFanInConnectivity):
+    gradient_scores = _no_rigl
+
+    def __init__(self, clf: HeadTailClassifier):
+        super().__init__(clf.tail_view())
+
+
+class HeadTailGroupConnectivity(GroupFanInConnectivity):
+    gradient_scores = _no_rigl
+
+    def __init__(self, clf: HeadTailClassifier):
+        super().__init__(clf.tail_view())
 
 
 @register_classifier("head-tail")

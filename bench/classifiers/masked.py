@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.classifiers.base import Classifier, dense_memory_bytes
+from bench.classifiers.base import Classifier, dense_memory_bytes, register_classifier, zero_optimizer_state
 from bench.errors import ConfigError
-from bench.registry import register_classifier
 
 MASK_CHUNK_ELEMENTS = 1 << 24  # random keys [Lc, d] drawn at a time (64 MiB float32)
 
@@ -65,7 +64,41 @@ class MaskedClassifier(Classifier):
         return dense_memory_bytes(self.parameters(), optimizer_slots,
                                   index_bytes=self.mask.numel() * self.mask.element_size())
 
+    def connectivity(self) -> "MaskedConnectivity":
+        return MaskedConnectivity(self)
+
+
+class MaskedConnectivity:
+    """DST protocol (``bench.classifiers.base``) of a masked layer: rows are labels, slots are
+    all d inputs (``in_use`` = the mask)."""
+
+    def __init__(self, clf: MaskedClassifier):
+        self.clf = clf
+        self.num_labels, self.in_features, self.param = clf.num_labels, clf.in_features, clf.weight
+
+    def active(self, lo: int, hi: int) -> torch.Tensor:
+        return self.clf.mask[lo:hi].clone()
+
+    def slots(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = self.clf.mask[lo:hi]
+        return (self.clf.weight[lo:hi].detach().abs() * mask).float(), mask
+
+    @torch.no_grad()
+    def replace(self, lo, hi, drop, grow, init, optimizer) -> None:
+        if not torch.equal(drop.sum(1), grow.sum(1)):
+            raise AssertionError("rewire must grow exactly as many inputs per label as it drops")
+        mask, weight = self.clf.mask[lo:hi], self.clf.weight[lo:hi]
+        mask[drop] = False
+        weight[drop] = 0.0
+        mask[grow] = True
+        weight[grow] = init
+        zero_optimizer_state(optimizer, self.param, drop | grow, slice(lo, hi))
+
 
 @register_classifier("masked")
-def masked(in_features: int, num_labels: int, density: float = 0.125, seed: int = 0) -> MaskedClassifier:
+def masked(in_features: int, num_labels: int, density: float = 0.0, fan_in: int = 32, seed: int = 0) -> MaskedClassifier:
+    """``density = 0``: ``fan_in / in_features`` (capped at 1), the sparsity of an ffi layer of
+    the same fan-in."""
+    if density == 0:
+        density = min(1.0, fan_in / in_features)
     return MaskedClassifier(in_features, num_labels, density=density, seed=seed)

@@ -1,4 +1,5 @@
-"""Prune and regrow, written once for every sparse classifier (through ``connectivity_of``).
+"""Prune and regrow, written once for every sparse classifier (through its ``connectivity()``,
+the protocol described in ``bench.classifiers.base``).
 
 Per label: prune the smallest-magnitude active connections (a fraction of them, or those
 under a threshold), then regrow as many among the inputs that were inactive before pruning —
@@ -12,13 +13,21 @@ import time
 
 import torch
 
-from bench.classifiers.base import bce_grad_logits
+from bench import losses
 from bench.config import DSTConfig
-from bench.dst.connectivity import connectivity_of
 from bench.dst.schedule import RewireSchedule
 from bench.sparse import SparseTargets
 
 CHUNK_ELEMENTS = 1 << 22  # [Lc, d] elements per label chunk (16 MiB of float32)
+
+
+def connectivity_of(classifier):
+    """The DST protocol object of a sparse classifier; a clear error for a dense one."""
+    conn = classifier.connectivity() if hasattr(classifier, "connectivity") else None
+    if conn is None:
+        raise TypeError(f"{type(classifier).__name__} has no sparse connectivity to rewire "
+                        f"(a sparse classifier returns it from connectivity(); dense layers have none)")
+    return conn
 
 
 def select_per_row(scores: torch.Tensor, allowed: torch.Tensor, counts: torch.Tensor, largest: bool) -> torch.Tensor:
@@ -67,12 +76,15 @@ def random_per_row(allowed: torch.Tensor, counts: torch.Tensor, generator: torch
 
 
 class Rewirer:
-    """Rewires one sparse classifier on the schedule of ``cfg``; ``maybe_rewire`` is called after
-    every optimiser step and returns the rewire's statistics when one happened."""
+    """Rewires one sparse classifier on the schedule of ``cfg``: after optimiser step ``s``,
+    ``rewire(s, h, targets)`` when ``schedule.due(s)``. RigL scores missing connections with
+    the gradient of ``loss``, which must be the loss the classifier trains with."""
 
-    def __init__(self, classifier, cfg: DSTConfig, total_steps: int, optimizer=None, seed: int = 0):
+    def __init__(self, classifier, cfg: DSTConfig, total_steps: int, optimizer=None, seed: int = 0,
+                 loss: losses.Loss | None = None):
         self.conn = connectivity_of(classifier)
         self.classifier, self.cfg, self.optimizer = classifier, cfg, optimizer
+        self.loss = losses.DEFAULT if loss is None else loss
         self.schedule = RewireSchedule(cfg, total_steps)
         self.generator = torch.Generator(device=self.conn.param.device).manual_seed(seed)
         self.history: list[dict] = []
@@ -85,9 +97,6 @@ class Rewirer:
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         self.history = list(state["history"])
-
-    def maybe_rewire(self, step: int, h: torch.Tensor | None = None, targets: SparseTargets | None = None):
-        return self.rewire(step, h, targets) if self.schedule.due(step) else None
 
     @torch.no_grad()
     def rewire(self, step: int, h: torch.Tensor | None = None, targets: SparseTargets | None = None) -> dict:
@@ -132,8 +141,8 @@ class Rewirer:
 
     def _gradient_scores(self, lo, hi, h, targets) -> torch.Tensor:
         if hasattr(self.conn, "gradient_scores"):  # rows are not labels (ffi-group: groups)
-            return self.conn.gradient_scores(lo, hi, h, targets)
+            return self.conn.gradient_scores(lo, hi, h, targets, self.loss)
         # RigL: |∂L/∂w[l, i]| = |Σ_b g[b, l] · h[b, i]| for this chunk only: [Lc, B] @ [B, d]
         logits = self.classifier.logits(h, lo, hi)
-        grad = bce_grad_logits(logits, targets.dense_chunk(lo, hi), h.shape[0])  # [B, Lc]
+        grad = self.loss.grad(logits, targets, lo, hi, self.classifier.num_labels)  # [B, Lc]
         return (grad.t() @ h.float()).abs()

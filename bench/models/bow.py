@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from bench.errors import ConfigError
+from bench.models import register_encoder
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "none": nn.Identity}
 
@@ -62,3 +63,8 @@ class BagOfWordsEncoder(nn.Module):
         out = {"parameters": params, "gradients": params, "optimizer": optimizer_slots * params, "indices": 0}
         out["total"] = sum(out.values())
         return out
+
+
+@register_encoder("bow")
+def bow(cfg, num_features: int) -> BagOfWordsEncoder:
+    return BagOfWordsEncoder(num_features, cfg.embed_dim, activation=cfg.activation, dropout=cfg.dropout)

@@ -1,21 +1,23 @@
 """The auxiliary branch: a dense meta-classifier on the encoder output that predicts the
-clusters of a point's labels (BCE summed over clusters, averaged over the batch — the main
-loss's reduction). Its loss is mixed in as ``(1 − α)·main + α·meta`` with α decaying to zero
-(``aux_weight`` in ``train.py``); after the cutoff the branch is not computed at all.
+clusters of a point's labels, trained with the main loss (``bench.losses``, same reduction).
+Its loss is mixed in as ``(1 − α)·main + α·meta`` with α decaying to zero (``aux_weight`` in
+``train.py``); after the cutoff the branch is not computed at all. The few, dense cluster
+targets give the encoder a strong gradient early, while the sparse output layer's
+connectivity is still poor.
 
-Its bias starts at the prior like the main classifier's (``model.bias_init=prior``): from
-``nn.Linear``'s near-zero bias every cluster starts at σ = 0.5, the loss at C·log 2 per point and
-its gradient into the encoder about 100× the main loss's (measured at 65K labels, C = 1024),
-which swamps the encoder's first AdamW steps and inflates its second-moment estimate.
+Its bias starts at the prior like the main classifier's (``model.bias_init=prior``): clusters
+are rarely positive, and from a zero bias every cluster would start at σ = 0.5, so the branch's
+first gradients into the encoder would be dominated by pushing all C clusters down rather
+than by which clusters are positive.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from bench import losses
 from bench.classifiers.base import dense_memory_bytes
 from bench.sparse import SparseTargets
 
@@ -34,16 +36,19 @@ class MetaClassifier(nn.Module):
         pairs = np.unique(rows * self.num_clusters + clusters).size  # distinct (point, cluster)
         return pairs / max(1, labels.num_rows * self.num_clusters)
 
+    def sparse_cluster_targets(self, targets: SparseTargets) -> SparseTargets:
+        """Each point's clusters as label lists over the C clusters (a cluster may repeat)."""
+        return SparseTargets(targets.indptr, self.cluster_of[targets.indices].long(), self.num_clusters)
+
     def cluster_targets(self, targets: SparseTargets) -> torch.Tensor:
         """``[B, C]`` 0/1: cluster c is positive when any of the point's labels is in it."""
-        out = torch.zeros(targets.batch_size, self.num_clusters, device=targets.indices.device)
-        out[targets.row_ids(), self.cluster_of[targets.indices].long()] = 1
-        return out
+        return self.sparse_cluster_targets(targets).dense()
 
-    def loss(self, z: torch.Tensor, targets: SparseTargets) -> torch.Tensor:
+    def loss(self, z: torch.Tensor, targets: SparseTargets, criterion: losses.Loss | None = None) -> torch.Tensor:
+        """``criterion`` (default ``losses.DEFAULT``) of the cluster scores against the clusters."""
+        criterion = losses.DEFAULT if criterion is None else criterion
         logits = self.linear(z)  # [B, C]
-        return F.binary_cross_entropy_with_logits(logits.float(), self.cluster_targets(targets),
-                                                  reduction="sum") / z.shape[0]
+        return criterion.value(logits, self.sparse_cluster_targets(targets), 0, self.num_clusters, self.num_clusters)
 
     def memory_bytes(self, optimizer_slots: int = 2) -> dict[str, int]:
         """Analytic bytes: the dense [C, d] layer with AdamW, plus the label → cluster map."""

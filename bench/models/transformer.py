@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from bench.errors import ConfigError
+from bench.models import register_encoder
 
 POOLINGS = ("mean", "cls")
 
@@ -74,3 +75,9 @@ class TransformerEncoder(nn.Module):
         out = {"parameters": params, "gradients": params, "optimizer": optimizer_slots * params, "indices": 0}
         out["total"] = sum(out.values())
         return out
+
+
+@register_encoder("transformer")
+def transformer(cfg, num_features: int) -> TransformerEncoder:
+    """``num_features`` is unused: a transformer reads the batch's texts."""
+    return TransformerEncoder(cfg.encoder_path, cfg.pooling, cfg.max_len, cfg.encoder_init, cfg.dropout)

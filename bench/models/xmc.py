@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 
 import torch
-
 from torch import nn
 
+from bench.classifiers import CLASSIFIERS, create_classifier, factory_options
 from bench.config import ModelConfig
-from bench.errors import ConfigError
-from bench.registry import CLASSIFIERS, create_classifier
+from bench.errors import ConfigError, UnknownNameError
+from bench.models import ENCODERS, bow, transformer  # noqa: F401  (bow, transformer: registration)
 
 
 class XMCModel(nn.Module):
@@ -49,33 +49,17 @@ class XMCModel(nn.Module):
         return self.classifier(self.features(batch))
 
 
-def classifier_options(cfg: ModelConfig, seed: int, in_features: int | None = None, label_counts=None) -> dict:
-    """Config values a classifier may take, by keyword name (``label_counts``: training
-    positives per label, from the dataset)."""
-    return {
-        "fan_in": cfg.fan_in,
-        "density": cfg.density or min(1.0, cfg.fan_in / (in_features or cfg.embed_dim)),
-        "seed": seed,
-        "rank": cfg.rank,
-        "match_fan_in": cfg.match_fan_in or cfg.fan_in,
-        "group_size": cfg.group_size,
-        "head_labels": cfg.head_labels,
-        "head_fraction": cfg.head_fraction,
-        "tail": cfg.tail,
-        "label_counts": label_counts,
-    }
-
-
 def build_classifier(cfg: ModelConfig, num_labels: int, seed: int, in_features: int | None = None,
                      label_counts=None) -> nn.Module:
-    """Each factory receives the options its signature names, so a new classifier gets
-    ``fan_in`` or ``seed`` without an edit here. ``in_features``: its input size (default
-    ``embed_dim``; the intermediate size when there is one)."""
-    if cfg.classifier in CLASSIFIERS:
-        params = inspect.signature(CLASSIFIERS.get(cfg.classifier)).parameters
-        options = {k: v for k, v in classifier_options(cfg, seed, in_features, label_counts).items() if k in params}
-    else:
-        options = {}  # create_classifier raises the "did you mean" error
+    """The classifier ``cfg.classifier``. Its factory receives, by keyword name, each option its
+    signature names from the ``model.*`` config fields of the same name, plus ``seed`` (the run
+    seed) and ``label_counts`` (training positives per label, from the dataset); so a new
+    classifier gets ``fan_in`` or ``seed`` without an edit here, and derives its own defaults.
+    ``in_features``: its input size (default ``embed_dim``; the intermediate size when there is one)."""
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    values.update(seed=seed, label_counts=label_counts)
+    accepted = factory_options(cfg.classifier) if cfg.classifier in CLASSIFIERS else []
+    options = {k: v for k, v in values.items() if accepted is None or k in accepted}
     classifier = create_classifier(cfg.classifier, in_features or cfg.embed_dim, num_labels, **options)
     classifier.label_chunk = cfg.label_chunk
     return classifier
@@ -93,16 +77,11 @@ def build_model(cfg: ModelConfig, num_features: int, num_labels: int, seed: int,
                 positive_fraction: float = 0.5, label_counts=None) -> XMCModel:
     """``positive_fraction``: mean fraction of labels positive per training point (bias prior);
     ``label_counts``: training positives per label (for classifiers that take them, e.g. head-tail)."""
-    from bench.models.bow import BagOfWordsEncoder
-
-    if cfg.encoder == "bow":
-        encoder = BagOfWordsEncoder(num_features, cfg.embed_dim, activation=cfg.activation, dropout=cfg.dropout)
-    elif cfg.encoder == "transformer":
-        from bench.models.transformer import TransformerEncoder
-
-        encoder = TransformerEncoder(cfg.encoder_path, cfg.pooling, cfg.max_len, cfg.encoder_init, cfg.dropout)
-    else:
-        raise ConfigError(f"config key 'model.encoder': unknown encoder {cfg.encoder!r}; available: bow, transformer")
+    try:
+        build_encoder = ENCODERS.get(cfg.encoder)
+    except UnknownNameError as err:
+        raise ConfigError(f"config key 'model.encoder': {err}") from None
+    encoder = build_encoder(cfg, num_features)
     d = encoder.out_features  # embed_dim for bow, the hidden size for a transformer
     intermediate = None
     if cfg.intermediate:
