@@ -12,7 +12,7 @@ from torch import nn
 from bench.classifiers.base import Classifier, dense_memory_bytes, register_classifier
 from bench.cli import main
 from bench.methods import register_method
-from bench.tracking import read_records
+from bench.record import read_records
 
 NAME = "test-gather-fan-in"
 METHOD = "test-gather-set"
