@@ -176,7 +176,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_data(args) -> int:
     from bench.config import DataConfig, parse_override, resolve
-    from bench.data import cache
+    from bench.data import cache, catalog
 
     overrides = dict(parse_override(o) for o in args.overrides)
     bad = [k for k in overrides if not k.startswith("data.")]
@@ -190,7 +190,7 @@ def cmd_data(args) -> int:
     cfg: DataConfig = resolve(overrides).data
     if args.data_command == "prepare":
         print(f"preparing {cfg.name} into {cache.cache_path(cfg)}")
-        folder = cache.prepare(cfg)
+        folder = catalog.prepare(cfg)
         print(f"cached {cfg.name} at {folder}; `xmc-bench run data={cfg.name}` now loads it from there")
         return 0
     meta = cache.read_meta(cache.cache_path(cfg))
