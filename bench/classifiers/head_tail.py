@@ -104,7 +104,7 @@ class HeadTailClassifier(Classifier):
         out = h.new_empty(h.shape[0], hi - lo, dtype=torch.result_type(h, self.tail_values))  # [B, n]
         if head.any():
             cols = head.nonzero().squeeze(1)
-            out[:, cols] = h @ self.head_weight[-1 - slot[cols]].t()  # [B, nh]
+            out[:, cols] = h.to(self.head_weight.dtype) @ self.head_weight[-1 - slot[cols]].t()  # [B, nh]
         if not head.all():
             cols = (~head).nonzero().squeeze(1)
             rows = slot[cols]
