@@ -127,6 +127,18 @@ def float_dtype(classifier: str, dtype: torch.dtype | str) -> torch.dtype:
     return dtype
 
 
+def autocast_operands(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tensors`` in the autocast dtype when autocast is on for their device (as autocast treats
+    a matmul's operands), else unchanged: the fan-in ops are custom autograd functions, which
+    autocast does not reach by itself. The casts are differentiable (gradients come back in
+    each tensor's own dtype)."""
+    device = tensors[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
+
+
 def dense_memory_bytes(parameters, optimizer_slots: int, index_bytes: int = 0) -> dict[str, int]:
     """Memory breakdown for parameters that train densely (every element has a gradient)."""
     params = sum(p.numel() * p.element_size() for p in parameters)
