@@ -11,6 +11,11 @@ Checkpoints (``bench.checkpoint``) are written at epoch ends and every ``checkpo
 steps; a run given one's state continues exactly where it stopped: same weights, optimiser
 and schedule state, rewirer generator, RNG states, and the same epoch permutation, with the
 batches already done skipped.
+
+``train.precision``: the forward passes and the loss run under torch autocast (bf16 or fp16; the
+backward, the optimiser steps and rewiring outside it), fp16 with a GradScaler. Each evaluation
+updates the best epoch by ``eval.select``; ``train.patience`` stops training after that many
+evaluations without a gain of ``train.patience_metric``.
 """
 
 from __future__ import annotations
