@@ -96,6 +96,7 @@ static void sel(const void *args, int64_t lo, int64_t hi, int tid) {
             for (; t + 4 <= n; t += 4) (wide ? fwd_4_4 : fwd_4_1)(X, w + t * k, ids + t * k, k, stage + t * BP + c0, BP);
             for (; t < n; t++) (wide ? fwd_1_4 : fwd_1_1)(X, w + t * k, ids + t * k, k, stage + t * BP + c0, BP);
         }
+        if (K == 0) continue;  /* scoring alone (a benchmark's baseline): nothing kept */
         for (int64_t t = 0; t < n; t++) {
             const float *row = stage + t * BP; const float bl = a->bias[l0 + t]; const int64_t id = l0 + t;
             if (filled < K) {  /* the thread's first K labels: every one enters */
@@ -129,7 +130,7 @@ static void sel(const void *args, int64_t lo, int64_t hi, int tid) {
 }
 
 /* xt [d, B], v [L, k], idx [L, k] (2 or 4 bytes), bias [L] -> the K (≤ L) best of every row:
-   scores [B, K] and label ids [B, K], ranked */
+   scores [B, K] and label ids [B, K], ranked (K = 0: the same sweep, scoring only) */
 void ffi_select(const float *xt, const float *v, const void *idx, int idx_bytes, const float *bias,
                 float *scores, int64_t *out_ids, int64_t B, int64_t d, int64_t L, int64_t k, int64_t K, int nt) {
     const int64_t nchunks = (L + LC - 1) / LC;
