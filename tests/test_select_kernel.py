@@ -90,3 +90,39 @@ def test_other_backends_and_dtypes_take_the_torch_path():
     bf = create_classifier("ffi", 16, 700, fan_in=4, dtype="bfloat16")
     s, i = bf.topk(h, 5)
     assert s.dtype == torch.float32 and i.shape == (9, 5)
+
+
+def _group_layer(d, L, fan_in, g, kind, seed=0):
+    clf = create_classifier("ffi-group", d, L, fan_in=fan_in, group_size=g, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        if kind == "ties":
+            clf.values.copy_(torch.randint(-1, 2, clf.values.shape, generator=gen).float())
+            clf.bias.copy_(torch.randint(0, 2, clf.bias.shape, generator=gen).float())
+        else:
+            clf.bias.normal_(generator=gen)
+    return clf
+
+
+@pytest.mark.parametrize("kind", ["random", "ties", "special"])
+@pytest.mark.parametrize("B,d,L,fan_in,g,k", [(37, 20, 1000, 6, 8, 5), (70, 64, 3000, 16, 32, 10),
+                                             (1, 8, 300, 3, 7, 3), (5, 8, 7, 2, 3, 12), (19, 32, 999, 8, 40, 1),
+                                             (65, 12, 2100, 4, 1, 40)])
+def test_group_select_equals_stable_sort(kind, B, d, L, fan_in, g, k):
+    from bench.kernels.group_fan_in import group_fan_in
+
+    clf = _group_layer(d, L, fan_in, g, kind)
+    h = _features(B, d, kind)
+    if kind == "special":
+        with torch.no_grad():
+            clf.bias.zero_()
+    with torch.no_grad():
+        full = group_fan_in(h, clf.values, clf.group_indices, g) + clf.bias  # the compiled forward's scores
+    want_s, want_i = sorted_topk(full, min(k, L))
+    got_s, got_i = cpu_select.group_topk(h, clf.values, clf.group_indices, g, clf.bias, k)
+    assert torch.equal(got_i, want_i)
+    assert torch.equal(got_s.view(torch.int32), want_s.view(torch.int32))
+    assert torch.equal(clf.topk(h, k)[1], want_i)
+    assert torch.equal(Classifier.topk(clf, h, k)[1], want_i)
+    with use_backend("reference"):
+        assert torch.equal(clf.topk(h, k)[1], Classifier.topk(clf, h, k)[1])

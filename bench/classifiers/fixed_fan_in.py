@@ -69,7 +69,8 @@ class FixedFanInClassifier(Classifier):
     def topk(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``Classifier.topk``; on CPU float32 with the compiled kernels, one score-and-select
         pass (``bench.kernels.cpu_select``) that never writes the labels' scores to memory."""
-        if select_backend(h) == "cpu" and cpu_select.available(h, self.values, self.bias):
+        if type(self).logits is FixedFanInClassifier.logits and select_backend(h) == "cpu" \
+                and cpu_select.available(h, self.values, self.bias):
             return cpu_select.ffi_topk(h, self.values, self.indices, self.bias, k)
         return super().topk(h, k)
 

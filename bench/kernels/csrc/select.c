@@ -21,7 +21,7 @@
 typedef struct {
     const float *xt, *v, *bias; const void *idx;
     float *best; int64_t *best_ids; int64_t *filled;  /* [T, B, K], [T, B, K], [T] */
-    int64_t B, BP, d, L, k, K; int idx_bytes;
+    int64_t B, BP, d, L, k, K, gs, GP; int idx_bytes;  /* gs, GP: group size and it padded to 16 (ffi-group) */
 } sel_t;
 
 static void chunk_ids(const sel_t *a, int64_t l0, int64_t n, int32_t *ids) {
@@ -78,6 +78,18 @@ static inline void insert(float *ls, int64_t *li, int64_t n, int64_t K, float s,
     ls[p] = s; li[p] = id;
 }
 
+/* lanes i < n where s[i] beats r[i] */
+static inline uint32_t beating(vf s, vf r, int64_t n) {
+#ifdef __AVX512F__
+    uint32_t m = _mm512_cmp_ps_mask((__m512)s, (__m512)r, _CMP_GT_OQ)
+               | (_mm512_cmp_ps_mask((__m512)s, (__m512)s, _CMP_UNORD_Q) & _mm512_cmp_ps_mask((__m512)r, (__m512)r, _CMP_ORD_Q));
+#else
+    uint32_t m = 0;
+    for (int i = 0; i < 16; i++) m |= (uint32_t)beats(s[i], r[i]) << i;
+#endif
+    return n < 16 ? m & ((1u << n) - 1) : m;
+}
+
 static void sel(const void *args, int64_t lo, int64_t hi, int tid) {
     const sel_t *a = args;
     const int64_t B = a->B, BP = a->BP, d = a->d, k = a->k, K = a->K, n64 = B / 64 * 64;
@@ -106,16 +118,8 @@ static void sel(const void *args, int64_t lo, int64_t hi, int tid) {
             }
             const vf vb = bc(bl);
             for (int64_t b0 = 0; b0 < B; b0 += 16) {
-                const vf s = ld(row + b0) + vb, r = ld(thr + b0);
-#ifdef __AVX512F__
-                uint32_t m = _mm512_cmp_ps_mask((__m512)s, (__m512)r, _CMP_GT_OQ)
-                           | (_mm512_cmp_ps_mask((__m512)s, (__m512)s, _CMP_UNORD_Q)
-                              & _mm512_cmp_ps_mask((__m512)r, (__m512)r, _CMP_ORD_Q));
-#else
-                uint32_t m = 0;
-                for (int i = 0; i < 16; i++) m |= (uint32_t)beats(s[i], r[i]) << i;
-#endif
-                if (B - b0 < 16) m &= (1u << (B - b0)) - 1;  /* padding rows (b ≥ B) */
+                const vf s = ld(row + b0) + vb;
+                uint32_t m = beating(s, ld(thr + b0), B - b0);  /* padding rows (b ≥ B) left out */
                 while (m) {
                     const int i = __builtin_ctz(m); const int64_t b = b0 + i;
                     m &= m - 1;
@@ -129,23 +133,118 @@ static void sel(const void *args, int64_t lo, int64_t hi, int tid) {
     free(xp); free(stage); free(thr); free(ids);
 }
 
+/* threads own increasing label ranges: insert their lists in thread order, each in rank order */
+static void merge_threads(const sel_t *a, int T, float *scores, int64_t *out_ids) {
+    const int64_t B = a->B, K = a->K;
+    for (int64_t b = 0; b < B; b++) {
+        float *ls = scores + b * K; int64_t *li = out_ids + b * K, n = 0;
+        for (int t = 0; t < T; t++)
+            for (int64_t e = 0; e < a->filled[t]; e++) {
+                insert(ls, li, n, K, a->best[(t * B + b) * K + e], a->best_ids[(t * B + b) * K + e]);
+                if (n < K) n++;
+            }
+    }
+}
+
+static void run(work_fn fn, sel_t *a, int64_t items, int nt, float *scores, int64_t *out_ids) {
+    const int T = threads_for(items, nt);
+    a->best = malloc(sizeof(float) * T * a->B * a->K);
+    a->best_ids = malloc(sizeof(int64_t) * T * a->B * a->K);
+    a->filled = calloc(T, sizeof(int64_t));
+    parallel(fn, a, items, T);
+    merge_threads(a, T, scores, out_ids);
+    free(a->best); free(a->best_ids); free(a->filled);
+}
+
 /* xt [d, B], v [L, k], idx [L, k] (2 or 4 bytes), bias [L] -> the K (≤ L) best of every row:
    scores [B, K] and label ids [B, K], ranked (K = 0: the same sweep, scoring only) */
 void ffi_select(const float *xt, const float *v, const void *idx, int idx_bytes, const float *bias,
                 float *scores, int64_t *out_ids, int64_t B, int64_t d, int64_t L, int64_t k, int64_t K, int nt) {
-    const int64_t nchunks = (L + LC - 1) / LC;
-    const int T = threads_for(nchunks, nt);
-    sel_t a = {xt, v, bias, idx, malloc(sizeof(float) * T * B * K), malloc(sizeof(int64_t) * T * B * K),
-               calloc(T, sizeof(int64_t)), B, (B + 15) / 16 * 16, d, L, k, K, idx_bytes};
-    parallel(sel, &a, nchunks, T);
-    /* threads own increasing label ranges: insert their lists in thread order, each in rank order */
-    for (int64_t b = 0; b < B; b++) {
-        float *ls = scores + b * K; int64_t *li = out_ids + b * K, n = 0;
-        for (int t = 0; t < T; t++)
-            for (int64_t e = 0; e < a.filled[t]; e++) {
-                insert(ls, li, n, K, a.best[(t * B + b) * K + e], a.best_ids[(t * B + b) * K + e]);
-                if (n < K) n++;
-            }
+    sel_t a = {xt, v, bias, idx, NULL, NULL, NULL, B, (B + 15) / 16 * 16, d, L, k, K, 1, 16, idx_bytes};
+    run(sel, &a, (L + LC - 1) / LC, nt, scores, out_ids);
+}
+
+/* ---- ffi-group: groups of gs labels share their k ids ------------------------------------
+   group.c's forward GEMM per group (acc over the k ids in order, one FMA each, as there) into a
+   per-thread stage [B, GP] — row b: the group's scores of point b — then each row's labels in
+   id order against its threshold, 16 at a time. */
+AI void gblock(const int R, const int NV, const float *S, const int64_t *tab, int64_t ni, const float *V,
+               int64_t vs, float *o, int64_t os) {
+    vf acc[8][2];
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 2") for (int q = 0; q < NV; q++) acc[r][q] = (vf){0};
+    for (int64_t i = 0; i < ni; i++) {
+        vf w[2];
+        _Pragma("GCC unroll 2") for (int q = 0; q < NV; q++) w[q] = ld(V + i * vs + 16 * q);
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+            const vf s = bc(S[tab[i] + r]);
+            _Pragma("GCC unroll 2") for (int q = 0; q < NV; q++) acc[r][q] += s * w[q];
+        }
     }
-    free(a.best); free(a.best_ids); free(a.filled);
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 2") for (int q = 0; q < NV; q++) st(o + r * os + 16 * q, acc[r][q]);
+}
+#define GB_ARGS const float *S, const int64_t *tab, int64_t ni, const float *V, int64_t vs, float *o, int64_t os
+static void gb_8_2(GB_ARGS) { gblock(8, 2, S, tab, ni, V, vs, o, os); }
+static void gb_1_2(GB_ARGS) { gblock(1, 2, S, tab, ni, V, vs, o, os); }
+static void gb_8_1(GB_ARGS) { gblock(8, 1, S, tab, ni, V, vs, o, os); }
+static void gb_1_1(GB_ARGS) { gblock(1, 1, S, tab, ni, V, vs, o, os); }
+
+static void gsel(const void *args, int64_t lo, int64_t hi, int tid) {
+    const sel_t *a = args;
+    const int64_t B = a->B, k = a->k, K = a->K, GP = a->GP;
+    float *vT = calloc(k * GP, sizeof(float));  /* [k, GP]: the group's values, transposed */
+    float *stage = aligned_alloc(64, sizeof(float) * B * GP + 64);  /* [B, GP] */
+    float *thr = malloc(sizeof(float) * (B > 0 ? B : 1));
+    int64_t *off = malloc(sizeof(int64_t) * k);
+    float *ls = a->best + tid * B * K; int64_t *li = a->best_ids + tid * B * K;
+    int64_t filled = 0;
+    for (int64_t G = lo; G < hi; G++) {
+        const int64_t l0 = G * a->gs, n = a->L - l0 < a->gs ? a->L - l0 : a->gs;
+        for (int64_t j = 0; j < k; j++)
+            off[j] = (a->idx_bytes == 2 ? ((const int16_t *)a->idx)[G * k + j] : ((const int32_t *)a->idx)[G * k + j]) * B;
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t j = 0; j < k; j++) vT[j * GP + t] = a->v[(l0 + t) * k + j];
+        if (n < a->gs) for (int64_t j = 0; j < k; j++) memset(vT + j * GP + n, 0, sizeof(float) * (GP - n));
+        for (int64_t c = 0; c < n; c += 32) {
+            const int wide = n - c > 16;
+            int64_t r = 0;
+            for (; r + 8 <= B; r += 8) (wide ? gb_8_2 : gb_8_1)(a->xt + r, off, k, vT + c, GP, stage + r * GP + c, GP);
+            for (; r < B; r++) (wide ? gb_1_2 : gb_1_1)(a->xt + r, off, k, vT + c, GP, stage + r * GP + c, GP);
+        }
+        if (K == 0) continue;  /* scoring alone */
+        int64_t t = 0;
+        for (; t < n && filled < K; t++) {  /* the thread's first K labels: every one enters */
+            for (int64_t b = 0; b < B; b++) insert(ls + b * K, li + b * K, filled, K, stage[b * GP + t] + a->bias[l0 + t], l0 + t);
+            if (++filled == K) for (int64_t b = 0; b < B; b++) thr[b] = ls[b * K + K - 1];
+        }
+        if (t == n) continue;
+        for (int64_t b = 0; b < B; b++) {
+            const float *row = stage + b * GP; float r = thr[b];
+            for (int64_t t0 = t; t0 < n; t0 += 16) {
+                const int64_t cnt = n - t0 < 16 ? n - t0 : 16;
+                const vf s = ld_part(row + t0, cnt) + ld_part(a->bias + l0 + t0, cnt);
+                uint32_t m = beating(s, bc(r), cnt);
+                while (m) {  /* lowest id first; the threshold rises as entries go in */
+                    const int i = __builtin_ctz(m);
+                    m &= m - 1;
+                    if (!beats(s[i], r)) continue;
+                    insert(ls + b * K, li + b * K, K, K, s[i], l0 + t0 + i);
+                    r = ls[b * K + K - 1];
+                }
+            }
+            thr[b] = r;
+        }
+    }
+    a->filled[tid] = filled;
+    free(vT); free(stage); free(thr); free(off);
+}
+
+/* xt [d, B], v [L, k], idx [ceil(L / gs), k] (2 or 4 bytes), bias [L] -> the K (≤ L) best of every
+   row of the ffi-group layer: scores [B, K] and label ids [B, K], ranked (K = 0: scoring only) */
+void group_select(const float *xt, const float *v, const void *idx, int idx_bytes, const float *bias,
+                  float *scores, int64_t *out_ids, int64_t B, int64_t d, int64_t L, int64_t k, int64_t gs,
+                  int64_t K, int nt) {
+    sel_t a = {xt, v, bias, idx, NULL, NULL, NULL, B, (B + 15) / 16 * 16, d, L, k, K, gs, (gs + 15) / 16 * 16, idx_bytes};
+    run(gsel, &a, (L + gs - 1) / gs, nt, scores, out_ids);
 }
