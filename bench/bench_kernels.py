@@ -326,7 +326,8 @@ def format_row(r: Timing) -> str:
 
 # --- top-k: selection time against scoring time ------------------------------------------------
 
-TOPK_LAYERS = ("dense", "ffi", "ffi/torch")
+TOPK_LAYERS = ("dense", "ffi", "ffi/torch", "ffi-group")
+TOPK_GROUP_SIZE = 32  # the ffi-group row's g
 
 
 @dataclass
@@ -353,11 +354,12 @@ class TopkTiming:
     table: str = "topk"
 
 
-def _topk_classifiers(d: int, L: int, fan_in: int):
-    """name → (classifier, its top-k function, its scoring alone, compiled or torch)."""
+def _topk_classifiers(d: int, L: int, fan_in: int, wanted) -> dict:
+    """name → (its top-k function, its scoring alone, "compiled" or "torch") for each wanted layer."""
     from bench.classifiers import create_classifier
     from bench.classifiers.base import Classifier
     from bench.kernels import cpu_select
+    from bench.kernels.group_fan_in import select_group_backend
 
     def chunked(clf):
         def score(x):
@@ -365,16 +367,26 @@ def _topk_classifiers(d: int, L: int, fan_in: int):
                 clf.logits(x, lo, min(lo + clf.label_chunk, clf.num_labels))
         return score
 
-    h = torch.empty(1, d)
-    dense = create_classifier("dense", d, L)
-    ffi = create_classifier("ffi", d, L, fan_in=fan_in)
-    out = {"dense": (dense.topk, chunked(dense), "torch")}
-    if ops.select_backend(h) == "cpu" and cpu_select.available(h, ffi.values, ffi.bias):
-        out["ffi"] = (ffi.topk, lambda x: cpu_select.ffi_score_only(x, ffi.values, ffi.indices, ffi.bias), "compiled")
-    else:
-        out["ffi"] = (ffi.topk, chunked(ffi), "torch")
-    out["ffi/torch"] = (lambda x, k: Classifier.topk(ffi, x, k), chunked(ffi), "torch")
-    return out
+    h, out = torch.empty(1, d), {}
+    if "dense" in wanted:
+        dense = create_classifier("dense", d, L)
+        out["dense"] = (dense.topk, chunked(dense), "torch")
+    if "ffi" in wanted or "ffi/torch" in wanted:
+        ffi = create_classifier("ffi", d, L, fan_in=fan_in)
+        if ops.select_backend(h) == "cpu" and cpu_select.available(h, ffi.values, ffi.bias):
+            out["ffi"] = (ffi.topk, lambda x: cpu_select.ffi_score_only(x, ffi.values, ffi.indices, ffi.bias),
+                          "compiled")
+        else:
+            out["ffi"] = (ffi.topk, chunked(ffi), "torch")
+        out["ffi/torch"] = (lambda x, k: Classifier.topk(ffi, x, k), chunked(ffi), "torch")
+    if "ffi-group" in wanted:
+        group = create_classifier("ffi-group", d, L, fan_in=fan_in, group_size=TOPK_GROUP_SIZE)
+        if select_group_backend(h, group.values) == "cpu" and cpu_select.available(h, group.values, group.bias):
+            out["ffi-group"] = (group.topk, lambda x: cpu_select.group_score_only(
+                x, group.values, group.group_indices, group.group_size, group.bias), "compiled")
+        else:
+            out["ffi-group"] = (group.topk, chunked(group), "torch")
+    return {name: made for name, made in out.items() if name in wanted}
 
 
 def run_topk(batch=1024, dim=256, labels=(262144,), fan_in=32, k=5, warmup=1, repeats=5, layers=None,
@@ -382,13 +394,16 @@ def run_topk(batch=1024, dim=256, labels=(262144,), fan_in=32, k=5, warmup=1, re
     """Time scoring alone and ``topk`` of each layer at every L (CPU, float32), all round-robin
     in one process, so that the ratios are side by side; rows go to ``kernels.jsonl`` with
     ``table: "topk"``."""
+    unknown = set(layers or ()) - set(TOPK_LAYERS)
+    if unknown:
+        raise ValueError(f"top-k table layers are {', '.join(TOPK_LAYERS)}; got {', '.join(sorted(unknown))}")
     threads = torch.get_num_threads()
     env = {"torch": torch.__version__, "device": "cpu", "cpu": cpu_model(), "git_commit": git_commit(),
            "timing": "interleaved"}
     results = []
     for L in labels:
         x = torch.randn(batch, dim)
-        made = {n: m for n, m in _topk_classifiers(dim, L, fan_in).items() if n in (layers or TOPK_LAYERS)}
+        made = _topk_classifiers(dim, L, fan_in, set(layers or TOPK_LAYERS))
         contenders = {}
         for name, (topk, score, _) in made.items():
             contenders[f"{name}:score"] = lambda score=score: score(x)
@@ -407,10 +422,10 @@ def run_topk(batch=1024, dim=256, labels=(262144,), fan_in=32, k=5, warmup=1, re
     return results
 
 
-TOPK_HEADER = (f"| {'layer':10} | {'top-k path':10} | {'L':>8} | {'k':>3} | {'B':>5} | {'score ms':>9} "
-               f"| {'top-k ms':>9} | {'select ms':>9} | {'select ÷ score':>14} |")
+TOPK_HEADER = (f"| {'layer':10} | {'top-k path':10} | {'L':>8} | {'fan-in':>6} | {'B':>5} | {'top':>3} "
+               f"| {'score ms':>9} | {'top-k ms':>9} | {'select ms':>9} | {'select ÷ score':>14} |")
 
 
 def format_topk_row(r: TopkTiming) -> str:
-    return (f"| {r.layer:10} | {r.path:10} | {r.L:>8} | {r.k:>3} | {r.B:>5} | {_f(r.score_ms, '9.1f')} "
+    return (f"| {r.layer:10} | {r.path:10} | {r.L:>8} | {r.k:>6} | {r.B:>5} | {r.topk:>3} | {_f(r.score_ms, '9.1f')} "
             f"| {_f(r.topk_ms, '9.1f')} | {_f(r.select_ms, '9.1f')} | {_f(r.select_vs_score, '14.2f')} |")

@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "SGD momentum) of --layers ffi/dense against their analytic state, one process each")
     ker.add_argument("--topk", action="store_true",
                      help="instead of timing ops: Classifier.topk against scoring alone (selection time ÷ "
-                          "scoring time) for --layers dense ffi ffi/torch, at the --topk-* sizes")
+                          "scoring time) for --layers dense ffi ffi/torch ffi-group (g32), at the --topk-* sizes")
     ker.add_argument("--topk-labels", type=int, nargs="+", default=[262144], help="--topk: label counts L")
     ker.add_argument("--topk-dim", type=int, default=256, help="--topk: input size d")
     ker.add_argument("--topk-batch", type=int, default=1024, help="--topk: points scored at once")
