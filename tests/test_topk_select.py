@@ -65,12 +65,15 @@ def test_topk_equals_sort_based(kind, labels, chunk, k):
     torch.testing.assert_close(got_s, want_s, equal_nan=True, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no GPU"))])
 @pytest.mark.parametrize("kind", KINDS)
-def test_select_chunk_is_a_stable_sort(kind):
-    scores = tied_scores(kind, 9, 40, seed=3)
+def test_select_chunk_is_a_stable_sort(kind, device):
+    scores = tied_scores(kind, 9, 40, seed=3).to(device)
     for k in (1, 2, 5, 38, 39, 40):
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
         got_s, got_i = select_chunk(scores, k, lo=100)
+        assert got_i.device == scores.device
         assert torch.equal(got_i, order + 100)
         torch.testing.assert_close(got_s, scores.gather(1, order), equal_nan=True, rtol=0, atol=0)
 
