@@ -322,3 +322,110 @@ def format_row(r: Timing) -> str:
     return (f"| {r.layer:14} | {r.L:>8} | {r.k:>3} | {_f(r.fwd_ms, '9.1f')} | {_f(r.gflops_fwd, '7.1f')} "
             f"| {_f(r.vs_dense_fwd, '7.2f')} | {_f(r.fwdbwd_ms, '10.1f')} | {_f(r.gflops_fwdbwd, '7.1f')} "
             f"| {_f(r.vs_dense_fwdbwd, '7.2f')} |")
+
+
+# --- top-k: selection time against scoring time ------------------------------------------------
+
+TOPK_LAYERS = ("dense", "ffi", "ffi/torch", "ffi-group")
+TOPK_GROUP_SIZE = 32  # the ffi-group row's g
+
+
+@dataclass
+class TopkTiming:
+    """One row of the top-k table: ``topk_ms`` is the layer's ``topk``; ``score_ms`` computes
+    every label's score the way that top-k does and keeps none (torch path: ``logits`` label
+    chunk by label chunk; compiled ffi path: the same sweep of ``csrc/select.c`` with nothing
+    selected, no scores written); ``select_ms`` is their difference, the price of keeping the
+    best ``topk`` labels, and ``select_vs_score`` its ratio to the scoring."""
+
+    layer: str
+    path: str  # "torch" (per-chunk torch.topk merged with the running best) or "compiled" (csrc/select.c)
+    B: int
+    d: int
+    L: int
+    k: int  # the layer's fan-in (dense: d)
+    topk: int
+    dtype: str
+    threads: int
+    score_ms: float | None = None
+    topk_ms: float | None = None
+    select_ms: float | None = None
+    select_vs_score: float | None = None
+    table: str = "topk"
+
+
+def _topk_classifiers(d: int, L: int, fan_in: int, wanted) -> dict:
+    """name → (its top-k function, its scoring alone, "compiled" or "torch") for each wanted layer."""
+    from bench.classifiers import create_classifier
+    from bench.classifiers.base import Classifier
+    from bench.kernels import cpu_select
+    from bench.kernels.group_fan_in import select_group_backend
+
+    def chunked(clf):
+        def score(x):
+            for lo in range(0, clf.num_labels, clf.label_chunk):
+                clf.logits(x, lo, min(lo + clf.label_chunk, clf.num_labels))
+        return score
+
+    h, out = torch.empty(1, d), {}
+    if "dense" in wanted:
+        dense = create_classifier("dense", d, L)
+        out["dense"] = (dense.topk, chunked(dense), "torch")
+    if "ffi" in wanted or "ffi/torch" in wanted:
+        ffi = create_classifier("ffi", d, L, fan_in=fan_in)
+        if ops.select_backend(h) == "cpu" and cpu_select.available(h, ffi.values, ffi.bias):
+            out["ffi"] = (ffi.topk, lambda x: cpu_select.ffi_score_only(x, ffi.values, ffi.indices, ffi.bias),
+                          "compiled")
+        else:
+            out["ffi"] = (ffi.topk, chunked(ffi), "torch")
+        out["ffi/torch"] = (lambda x, k: Classifier.topk(ffi, x, k), chunked(ffi), "torch")
+    if "ffi-group" in wanted:
+        group = create_classifier("ffi-group", d, L, fan_in=fan_in, group_size=TOPK_GROUP_SIZE)
+        if select_group_backend(h, group.values) == "cpu" and cpu_select.available(h, group.values, group.bias):
+            out["ffi-group"] = (group.topk, lambda x: cpu_select.group_score_only(
+                x, group.values, group.group_indices, group.group_size, group.bias), "compiled")
+        else:
+            out["ffi-group"] = (group.topk, chunked(group), "torch")
+    return {name: made for name, made in out.items() if name in wanted}
+
+
+def run_topk(batch=1024, dim=256, labels=(262144,), fan_in=32, k=5, warmup=1, repeats=5, layers=None,
+             out_dir="results/kernels", log=print) -> list[TopkTiming]:
+    """Time scoring alone and ``topk`` of each layer at every L (CPU, float32), all round-robin
+    in one process, so that the ratios are side by side; rows go to ``kernels.jsonl`` with
+    ``table: "topk"``."""
+    unknown = set(layers or ()) - set(TOPK_LAYERS)
+    if unknown:
+        raise ValueError(f"top-k table layers are {', '.join(TOPK_LAYERS)}; got {', '.join(sorted(unknown))}")
+    threads = torch.get_num_threads()
+    env = {"torch": torch.__version__, "device": "cpu", "cpu": cpu_model(), "git_commit": git_commit(),
+           "timing": "interleaved"}
+    results = []
+    for L in labels:
+        x = torch.randn(batch, dim)
+        made = _topk_classifiers(dim, L, fan_in, set(layers or TOPK_LAYERS))
+        contenders = {}
+        for name, (topk, score, _) in made.items():
+            contenders[f"{name}:score"] = lambda score=score: score(x)
+            contenders[f"{name}:topk"] = lambda topk=topk: topk(x, k)
+        with torch.no_grad():
+            ms = _interleaved_ms(contenders, torch.device("cpu"), warmup, repeats)
+        for name, (_, _, path) in made.items():
+            row = TopkTiming(name, path, batch, dim, L, dim if name == "dense" else fan_in, k, "float32", threads,
+                             ms[f"{name}:score"], ms[f"{name}:topk"])
+            row.select_ms = row.topk_ms - row.score_ms
+            row.select_vs_score = row.select_ms / row.score_ms
+            results.append(row)
+            log(format_topk_row(row))
+            append_record(Path(out_dir) / "kernels.jsonl", {**asdict(row), "env": env,
+                                                              "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return results
+
+
+TOPK_HEADER = (f"| {'layer':10} | {'top-k path':10} | {'L':>8} | {'fan-in':>6} | {'B':>5} | {'top':>3} "
+               f"| {'score ms':>9} | {'top-k ms':>9} | {'select ms':>9} | {'select ÷ score':>14} |")
+
+
+def format_topk_row(r: TopkTiming) -> str:
+    return (f"| {r.layer:10} | {r.path:10} | {r.L:>8} | {r.k:>6} | {r.B:>5} | {r.topk:>3} | {_f(r.score_ms, '9.1f')} "
+            f"| {_f(r.topk_ms, '9.1f')} | {_f(r.select_ms, '9.1f')} | {_f(r.select_vs_score, '14.2f')} |")

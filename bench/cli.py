@@ -266,6 +266,8 @@ def cmd_kernels(args) -> int:
 
     if args.step_memory:
         return _step_memory(args)
+    if args.topk:
+        return _topk_table(args)
     if args.threads:
         import torch
 
@@ -276,6 +278,20 @@ def cmd_kernels(args) -> int:
                        layers=args.layers, out_dir=args.out)
     if any(r.skipped for r in rows):
         print("skipped rows would not fit in memory (raise --max-gb to try them)")
+    print(f"records appended to {Path(args.out) / 'kernels.jsonl'}")
+    return 0
+
+
+def _topk_table(args) -> int:
+    import torch
+
+    from bench.bench_kernels import TOPK_HEADER, run_topk
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _print_table_header(TOPK_HEADER)
+    run_topk(batch=args.topk_batch, dim=args.topk_dim, labels=args.topk_labels, fan_in=args.topk_fan_in,
+             k=args.topk_k, warmup=args.warmup, repeats=args.repeats, layers=args.layers, out_dir=args.out)
     print(f"records appended to {Path(args.out) / 'kernels.jsonl'}")
     return 0
 
@@ -378,6 +394,14 @@ def build_parser() -> argparse.ArgumentParser:
     ker.add_argument("--step-memory", action="store_true",
                      help="instead of timing ops: peak memory of full training steps (fused and unfused loss, "
                           "SGD momentum) of --layers ffi/dense against their analytic state, one process each")
+    ker.add_argument("--topk", action="store_true",
+                     help="instead of timing ops: Classifier.topk against scoring alone (selection time ÷ "
+                          "scoring time) for --layers dense ffi ffi/torch ffi-group (g32), at the --topk-* sizes")
+    ker.add_argument("--topk-labels", type=int, nargs="+", default=[262144], help="--topk: label counts L")
+    ker.add_argument("--topk-dim", type=int, default=256, help="--topk: input size d")
+    ker.add_argument("--topk-batch", type=int, default=1024, help="--topk: points scored at once")
+    ker.add_argument("--topk-fan-in", type=int, default=32, help="--topk: the ffi layer's fan-in")
+    ker.add_argument("--topk-k", type=int, default=5, help="--topk: labels kept per point")
     ker.add_argument("--out", default="results/kernels", help="directory of kernels.jsonl / step_memory.jsonl")
     ker.set_defaults(func=cmd_kernels)
 

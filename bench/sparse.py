@@ -2,8 +2,8 @@
 
 ``CSR`` holds a sparse matrix on the host (numpy) — feature matrices and label matrices of a
 dataset, predictions read from a file. ``SparseTargets`` is a batch of multi-label targets on
-the model's device (torch), which a classifier densifies one label chunk at a time so that
-no ``[B, L]`` target matrix has to exist.
+the model's device (torch); losses read its positives of a label chunk as index pairs
+(``chunk_positives``), so no dense target matrix exists in training or evaluation.
 """
 
 from __future__ import annotations
@@ -129,6 +129,15 @@ class SparseTargets:
         """The batch row of every stored label: ``[nnz]`` int64."""
         counts = self.indptr[1:] - self.indptr[:-1]
         return torch.repeat_interleave(torch.arange(self.batch_size, device=self.indptr.device), counts)
+
+    def chunk_positives(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The distinct positive ``(row, column)`` pairs of labels ``[lo, hi)`` — columns
+        relative to ``lo`` — as two ``[P]`` int64 tensors in row-major order: the sparse form of
+        ``dense_chunk`` (a label listed twice in a row counts once, as it does there)."""
+        keep = (self.indices >= lo) & (self.indices < hi)
+        width = max(1, hi - lo)
+        keys = torch.unique(self.row_ids()[keep] * width + (self.indices[keep] - lo))  # sorted, distinct
+        return keys // width, keys % width
 
     def dense_chunk(self, lo: int, hi: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Targets of labels ``[lo, hi)`` as a dense ``[B, hi - lo]`` 0/1 matrix."""

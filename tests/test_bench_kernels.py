@@ -64,7 +64,8 @@ def test_step_memory_rows_and_the_fused_saving(tmp_path, capsys):
     assert [(r["layer"], r["fused"]) for r in rows] == [("ffi", True), ("ffi", False), ("dense", True), ("dense", False)]
     ffi_fused, ffi_unfused, _, _ = rows
     assert ffi_fused["state_bytes"] == create_classifier("ffi", 128, 65536, fan_in=8).memory_bytes(1)["total"]
-    assert ffi_unfused["peak_over_baseline_bytes"] > ffi_fused["peak_over_baseline_bytes"] + 32 * 2**20
+    # (no dense [B, L] target any more: the unfused path holds logits and their gradient)
+    assert ffi_unfused["peak_over_baseline_bytes"] > ffi_fused["peak_over_baseline_bytes"] + 16 * 2**20
     assert "| ffi    | fused" in capsys.readouterr().out
 
 

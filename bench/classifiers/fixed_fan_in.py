@@ -13,7 +13,8 @@ from torch import nn
 from bench.classifiers.base import (Classifier, autocast_operands, dense_memory_bytes, refill_slots,
                                    register_classifier, zero_optimizer_state)
 from bench.errors import ConfigError
-from bench.kernels import fixed_fan_in
+from bench.kernels import cpu_select, fixed_fan_in
+from bench.kernels.ops import select_backend
 
 INIT_CHUNK_ELEMENTS = 1 << 22  # random keys [Lc, d] drawn at a time (16 MiB): never a dense [L, d]
 CHECK_CHUNK_ELEMENTS = 1 << 22  # ids [Lc, k] widened to int64 at a time by check_connectivity
@@ -64,6 +65,15 @@ class FixedFanInClassifier(Classifier):
     def logits(self, h, lo, hi):
         h, values = autocast_operands(h, self.values[lo:hi])  # unchanged without autocast
         return fixed_fan_in(h, values, self.indices[lo:hi]) + self.bias[lo:hi]
+
+    @torch.no_grad()
+    def topk(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Classifier.topk``; on CPU float32 with the compiled kernels, one score-and-select
+        pass (``bench.kernels.cpu_select``) that never writes the labels' scores to memory."""
+        if type(self).logits is FixedFanInClassifier.logits and select_backend(h) == "cpu" \
+                and cpu_select.available(h, self.values, self.bias):
+            return cpu_select.ffi_topk(h, self.values, self.indices, self.bias, k)
+        return super().topk(h, k)
 
     def memory_bytes(self, optimizer_slots: int = 1) -> dict[str, int]:
         # values [L, k] and bias [L] train densely; indices [L, k] are int16/int32

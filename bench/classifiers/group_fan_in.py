@@ -21,7 +21,8 @@ from bench.classifiers.base import (Classifier, autocast_operands, dense_memory_
                                    register_classifier, zero_optimizer_state)
 from bench.classifiers.fixed_fan_in import FixedFanInClassifier, _float_dtype, random_fan_in_indices
 from bench.errors import ConfigError
-from bench.kernels.group_fan_in import group_fan_in
+from bench.kernels import cpu_select
+from bench.kernels.group_fan_in import group_fan_in, select_group_backend
 
 
 class GroupFanInClassifier(Classifier):
@@ -57,6 +58,15 @@ class GroupFanInClassifier(Classifier):
         h, values = autocast_operands(h, values)  # unchanged without autocast
         scores = group_fan_in(h, values, self.group_indices[glo:ghi], g)  # [B, n]
         return scores[:, lo - glo * g : hi - glo * g] + self.bias[lo:hi]
+
+    @torch.no_grad()
+    def topk(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Classifier.topk``; on CPU float32 with the compiled kernels, one score-and-select
+        pass (``bench.kernels.cpu_select.group_topk``) that never writes the scores to memory."""
+        if type(self).logits is GroupFanInClassifier.logits and select_group_backend(h, self.values) == "cpu" \
+                and cpu_select.available(h, self.values, self.bias):
+            return cpu_select.group_topk(h, self.values, self.group_indices, self.group_size, self.bias, k)
+        return super().topk(h, k)
 
     def memory_bytes(self, optimizer_slots: int = 1) -> dict[str, int]:
         return dense_memory_bytes(self.parameters(), optimizer_slots,

@@ -41,7 +41,8 @@ class MetaClassifier(nn.Module):
         return SparseTargets(targets.indptr, self.cluster_of[targets.indices].long(), self.num_clusters)
 
     def cluster_targets(self, targets: SparseTargets) -> torch.Tensor:
-        """``[B, C]`` 0/1: cluster c is positive when any of the point's labels is in it."""
+        """``[B, C]`` 0/1: cluster c is positive when any of the point's labels is in it (for
+        inspection; the loss reads ``sparse_cluster_targets`` and never builds this)."""
         return self.sparse_cluster_targets(targets).dense()
 
     def loss(self, z: torch.Tensor, targets: SparseTargets, criterion: losses.Loss | None = None) -> torch.Tensor:
