@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 import warnings
 from pathlib import Path
@@ -190,7 +191,7 @@ def read_cluster_file(path, num_labels: int) -> np.ndarray:
         groups = np.load(path, allow_pickle=True)
     except FileNotFoundError:
         raise DataFormatError(path, None, "no such cluster file") from None
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
         raise DataFormatError(path, None, f"not a numpy .npy file ({err}): expected an object array of "
                               "label-id arrays, one per cluster") from None
     if not isinstance(groups, np.ndarray) or groups.ndim not in (1, 2) or len(groups) == 0:
