@@ -179,6 +179,11 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
             dataset, record["label_order"] = cluster_groups(cfg, dataset)
         record["dataset"] = {"name": dataset.name, **dataset.stats()}
         record["num_labels"] = dataset.num_labels
+        if dataset.num_features == 0 and cfg.model.encoder == "bow":
+            from bench.errors import ConfigError
+
+            raise ConfigError(f"dataset {dataset.name!r} has no bag-of-words features (a text dataset, format text): "
+                              "it needs model.encoder=transformer (and model.encoder_path)")
         positive_fraction = dataset.train_y.nnz / max(1, dataset.num_train * dataset.num_labels)
         parallel = None
         if world > 1:  # this rank's classifier holds its label shard only

@@ -253,3 +253,12 @@ def test_aux_branch_uses_the_cluster_file(tmp_path):
 def test_cluster_file_and_cluster_order_exclude_each_other():
     with pytest.raises(ConfigError, match="aux.clusters_file"):
         resolve(["method=ffi-group-set", "model.group_order=cluster", "aux.clusters_file=x.npy"])
+
+
+def test_relative_card_file_and_bow_encoder_on_text_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(DATA.parent.parent)  # the card file by a relative path: its folder, not the shared root
+    assert main(["run", "method=dense", "data=tests/data/text/tiny-text.yaml", "model.encoder=bow",
+                 f"results_dir={tmp_path / 'results'}", "tracking.wandb=disabled",
+                 f"data.cache_dir={tmp_path / 'cache'}"]) != 0
+    (record,) = read_records(tmp_path / "results" / "runs.jsonl")
+    assert "no bag-of-words features" in record["reason"] and record["num_labels"] == 5

@@ -187,7 +187,8 @@ def source_of(card: dict, base=None) -> Source:
     """The ``Source`` of a checked card; a relative ``source.folder`` is taken relative to
     ``base`` when given (a card file's folder), else to the shared data root."""
     files = card["files"]
-    folder = str(Path(base) / card["source"]["folder"]) if base is not None else card["source"]["folder"]
+    # absolute: a relative card path must not be read as a folder under the shared data root
+    folder = str(Path(base).absolute() / card["source"]["folder"]) if base is not None else card["source"]["folder"]
     return Source(
         folder=folder, format=card["format"], train=files["train"], test=files.get("test", ""),
         xml=files.get("xml", ""), labels_by=card.get("labels_by", "name"), features=card["features"],
