@@ -262,3 +262,24 @@ def test_relative_card_file_and_bow_encoder_on_text_data(tmp_path, monkeypatch):
                  f"data.cache_dir={tmp_path / 'cache'}"]) != 0
     (record,) = read_records(tmp_path / "results" / "runs.jsonl")
     assert "no bag-of-words features" in record["reason"] and record["num_labels"] == 5
+
+
+# -- the other formats' stand-ins -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, path, shape", [
+    ("eurlex-4k", DATA / "xc-bow", (6, 3, 10, 4)),
+    (str(DATA / "arff" / "tiny-arff.yaml"), "", (6, 3, 10, 4)),
+    ("lf-amazontitles-131k", DATA / "lf", (6, 3, 8, 5)),
+    (str(DATA / "text" / "tiny-text.yaml"), "", (8, 4, 0, 5)),
+])
+def test_every_stand_in_loads(tmp_path, name, path, shape):
+    d = load_dataset(DataConfig(name=name, path=str(path), cache_dir=str(tmp_path / "cache")))
+    assert (d.num_train, d.num_test, d.num_features, d.num_labels) == shape
+
+
+def test_bow_stand_in_trains(tmp_path):
+    assert main(["run", "method=ffi-set", "data=eurlex-4k", f"data.path={DATA / 'xc-bow'}", "model.embed_dim=8",
+                 "model.fan_in=2", "train.max_steps=2", "train.batch_size=4", "eval.batch_size=4",
+                 f"results_dir={tmp_path / 'results'}", "tracking.wandb=disabled",
+                 f"data.cache_dir={tmp_path / 'cache'}"]) == 0
