@@ -6,7 +6,9 @@ A card says where the files are and how to read them (``source.folder``, ``forma
 ``features``, ``labels_by``), how the test split is made (``split``: ``official`` when ``files``
 has a ``test``, else ``seeded``), what the files hold (``statistics``; ``xmc-bench data prepare``
 checks the counts) and the propensity parameters its PSP@k uses (``propensity: {A, B}``), beside
-provenance and conventions for the reader. A statistic a card is not sure of says
+provenance and conventions for the reader. An optional ``recommended`` block holds training
+settings for the dataset (config keys, e.g. ``train.epochs: 10``), applied after the method's
+preset and before the user's (``bench.config.resolve``). A statistic a card is not sure of says
 ``"unverified"`` and is not checked. ``bench.data.catalog`` registers a dataset per shipped card.
 """
 
