@@ -92,6 +92,10 @@ class DataConfig:
     split_seed: int = knob(0, "real datasets without an official split: seed of that test split")
     cache_dir: str = knob("", "Arrow cache of `xmc-bench data prepare` (\"\" = $XMC_CACHE_DIR or "
                               "~/.cache/xmc-dst-bench)")
+    title_only: bool = knob(False, "lf datasets: each point's and label's text is its title alone (the reference's "
+                                   "'titles' sets); false: title + content")
+    label_text_points: bool = knob(False, "lf datasets: add each label's text as a training point labelled with "
+                                          "that label alone (the reference's LF training; text encoders only)")
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,8 @@ class AuxConfig:
                             above=0)
     cluster_iters: int = knob(8, "balanced 2-means rounds per bisection of the label clustering", above=0)
     cache: bool = knob(True, "keep the clustering in the dataset cache (data.cache_dir) and reuse it")
+    clusters_file: str = knob("", "a reference label_group*.npy (object array of label-id arrays, one per "
+                                  "cluster; pickled: trusted files only) used instead of computing the clusters")
 
 
 @dataclass(frozen=True)
@@ -432,9 +438,22 @@ def _fp16_storage_under_fp16(cfg: RunConfig) -> str | None:
                 "GradScaler cannot unscale float16 gradients; use model.classifier_dtype=bfloat16 or float32")
 
 
+def _label_points_need_texts(cfg: RunConfig) -> str | None:
+    if cfg.data.label_text_points and cfg.model.encoder != "transformer":
+        return ("config key 'data.label_text_points' adds label texts as training points, which have no "
+                f"bag-of-words features: it needs model.encoder=transformer, got {cfg.model.encoder!r}")
+
+
+def _clusters_file_keeps_label_ids(cfg: RunConfig) -> str | None:
+    if cfg.aux.clusters_file and cfg.model.group_order == "cluster":
+        return ("config key 'aux.clusters_file' holds the dataset's own label ids, which model.group_order=cluster "
+                "renumbers: use one of them")
+
+
 CROSS_RULES: tuple[Callable[[RunConfig], str | None], ...] = (
     _something_trains, _rewiring_window, _cluster_groups_need_ffi_group, _aux_cutoff_in_its_unit,
-    _metric_within_max_k, _patience_needs_every_epoch, _fp16_storage_under_fp16)
+    _metric_within_max_k, _patience_needs_every_epoch, _fp16_storage_under_fp16,
+    _label_points_need_texts, _clusters_file_keeps_label_ids)
 
 
 def check(cfg: RunConfig) -> None:
@@ -449,7 +468,8 @@ def check(cfg: RunConfig) -> None:
 
 
 def resolve(overrides: list[str] | dict[str, Any], yaml_path: str | Path | None = None) -> RunConfig:
-    """defaults ← method preset ← YAML file ← overrides. ``method`` may come from either source."""
+    """defaults ← method preset ← the dataset card's ``recommended`` settings ← YAML file ←
+    overrides. ``method`` and ``data`` may come from either user source."""
     from bench.methods import get_method
 
     user: dict[str, Any] = {}
@@ -460,12 +480,34 @@ def resolve(overrides: list[str] | dict[str, Any], yaml_path: str | Path | None 
     method = str(user.get("method", "") or "")
     if method:
         cfg = apply_overrides(cfg, get_method(method).overrides)
+    user_data = {ALIASES.get(k, k): v for k, v in user.items()}.get("data.name")
+    cfg = apply_overrides(cfg, card_recommended(str(user_data) if user_data is not None else cfg.data.name))
     cfg = apply_overrides(cfg, user)
     check(cfg)
     from bench.data.catalog import check_dataset_name  # an unknown dataset fails here, before anything runs
 
     check_dataset_name(cfg.data.name)
     return cfg
+
+
+# Keys a card's `recommended` block may not set: which dataset and method run is the user's choice.
+NOT_RECOMMENDABLE = ("method", "data.name", "data.path", "data.cache_dir")
+
+
+def card_recommended(dataset: str) -> dict[str, Any]:
+    """The training settings the card of ``dataset`` recommends (its ``recommended`` block,
+    dotted keys, values typed), ``{}`` for a dataset without a card or without the block."""
+    from bench.data.cards import load_card
+
+    card = load_card(dataset)  # a checked card: an unknown key in `recommended` already failed here
+    values = flatten((card or {}).get("recommended") or {})
+    return {name: _coerce(KEYS[name], value) for name, value in values.items()}
+
+
+def card_overrides(cfg: RunConfig) -> dict[str, Any]:
+    """The card's recommended settings this config runs with: those of ``card_recommended``
+    whose value the resolved config still has (a user's own value for a key replaces it)."""
+    return {name: value for name, value in card_recommended(cfg.data.name).items() if _get(cfg, name) == value}
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

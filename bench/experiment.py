@@ -71,21 +71,32 @@ def build_model_for(cfg: RunConfig, dataset, positive_fraction: float, parallel=
 
 def build_aux(cfg: RunConfig, dataset, model, device):
     """The meta-classifier and what the record says about it (clusters, their build time)."""
-    from bench.data.clusters import default_num_clusters, label_clusters
+    from bench.data.clusters import default_num_clusters, label_clusters, read_cluster_file
     from bench.models.meta import MetaClassifier
 
     t0 = time.perf_counter()
-    num_clusters = cfg.aux.num_clusters or default_num_clusters(dataset.num_labels)
-    features = None
-    if cfg.aux.centroids == "encoder":
-        source = {"model": to_dict(cfg.model), "seed": cfg.seed}  # the encoder as initialised
-        features = (encoder_features(model, dataset, cfg, device), source)
-    clusters, cached = label_clusters(dataset, cfg.data, num_clusters, cfg.aux.cluster_dim, cfg.aux.cluster_iters,
-                                      use_cache=cfg.aux.cache, features=features)
+    if cfg.aux.clusters_file:  # the reference's clusters, as given
+        clusters, cached = read_cluster_file(cfg.aux.clusters_file, dataset.num_labels), False
+        num_clusters = int(clusters.max()) + 1
+        if cfg.aux.num_clusters and cfg.aux.num_clusters != num_clusters:
+            from bench.errors import ConfigError
+
+            raise ConfigError(f"config key 'aux.num_clusters' is {cfg.aux.num_clusters} but aux.clusters_file "
+                              f"{cfg.aux.clusters_file} holds {num_clusters} clusters: set 0 or {num_clusters}")
+    else:
+        num_clusters = cfg.aux.num_clusters or default_num_clusters(dataset.num_labels)
+        features = None
+        if cfg.aux.centroids == "encoder":
+            source = {"model": to_dict(cfg.model), "seed": cfg.seed}  # the encoder as initialised
+            features = (encoder_features(model, dataset, cfg, device), source)
+        clusters, cached = label_clusters(dataset, cfg.data, num_clusters, cfg.aux.cluster_dim, cfg.aux.cluster_iters,
+                                          use_cache=cfg.aux.cache, features=features)
     sizes = np.bincount(clusters, minlength=num_clusters)
     info = {"num_clusters": num_clusters, "cluster_size_min": int(sizes.min()), "cluster_size_max": int(sizes.max()),
-            "centroids": cfg.aux.centroids, "clusters_from_cache": cached,
+            "centroids": "file" if cfg.aux.clusters_file else cfg.aux.centroids, "clusters_from_cache": cached,
             "cluster_seconds": time.perf_counter() - t0}
+    if cfg.aux.clusters_file:
+        info["clusters_file"] = cfg.aux.clusters_file
     meta = MetaClassifier(model.encoder.out_features, clusters, num_clusters)
     if cfg.model.bias_init == "prior":
         init_bias_to_prior(meta.linear, meta.cluster_positive_fraction(dataset.train_y))
@@ -168,6 +179,11 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
             dataset, record["label_order"] = cluster_groups(cfg, dataset)
         record["dataset"] = {"name": dataset.name, **dataset.stats()}
         record["num_labels"] = dataset.num_labels
+        if dataset.num_features == 0 and cfg.model.encoder == "bow":
+            from bench.errors import ConfigError
+
+            raise ConfigError(f"dataset {dataset.name!r} has no bag-of-words features (a text dataset, format text): "
+                              "it needs model.encoder=transformer (and model.encoder_path)")
         positive_fraction = dataset.train_y.nnz / max(1, dataset.num_train * dataset.num_labels)
         parallel = None
         if world > 1:  # this rank's classifier holds its label shard only

@@ -56,12 +56,12 @@ def test_every_card_uses_a_registered_format():
     from bench.data.formats import READERS
 
     formats = {load_card(name)["format"] for name in card_names()}
-    assert formats == {"arff", "xc-bow", "lf"} and formats <= set(READERS.names())
-    assert set(READERS.names()) == {"arff", "xc-bow", "xc-split", "lf"}  # the one vocabulary
+    assert formats == {"arff", "xc-bow", "lf", "text"} and formats <= set(READERS.names())
+    assert set(READERS.names()) == {"arff", "xc-bow", "xc-split", "lf", "text"}  # the one vocabulary
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"format": "mulan-arff"}, "format is 'mulan-arff': expected one of arff, lf, xc-bow, xc-split"),
+    ({"format": "mulan-arff"}, "format is 'mulan-arff': expected one of arff, lf, text, xc-bow, xc-split"),
     ({"files": ["bibtex-train.arff"]}, "files is .*: expected a mapping"),
     ({"files": {"train": "bibtex-train.arff"}}, "files of format arff need xml"),
     ({"files": {"train": "a", "xml": "b", "texts": ["x", "y", "z"]}}, "files of format arff take no texts"),

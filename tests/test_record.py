@@ -24,7 +24,7 @@ from bench.record import (
     records_path,
 )
 
-HEADER = {"run_id", "config_hash", "method", "group", "sweep", "config", "seed"}
+HEADER = {"run_id", "config_hash", "method", "group", "sweep", "config", "seed", "card_overrides"}
 # every key of an ok record of a run with the aux branch (docs/records.md describes each)
 OK_KEYS = HEADER | {"started_at", "environment", "dataset", "num_labels", "propensity", "aux", "status", "metrics",
                     "epochs", "steps", "final_train_loss", "gradient_flow", "dst", "throughput", "memory",
@@ -95,7 +95,7 @@ def test_a_failed_record_of_a_dead_process_has_the_header_reason_and_label_count
     cfg = resolve(["method=ffi-set", "data.num_labels=128", f"results_dir={tmp_path}"])
     record = mark_failed(new_record(cfg, "r1", "g", "s", num_labels=cfg.data.num_labels), "process exited")
     assert record == {"run_id": "r1", "config_hash": config_hash(cfg), "method": "ffi-set", "group": "g",
-                      "sweep": "s", "config": to_dict(cfg), "seed": 0, "num_labels": 128, "status": "failed",
+                      "sweep": "s", "config": to_dict(cfg), "seed": 0, "card_overrides": {}, "num_labels": 128, "status": "failed",
                       "reason": "process exited"}
     # without a method, the classifier names the run (as in the run's own record)
     assert new_record(resolve(["model.classifier=dense"]), "r2")["method"] == "dense"

@@ -59,9 +59,14 @@ def cache_path(cfg: DataConfig) -> Path:
     return cache_root(cfg) / dataset_name(cfg.name)  # a card file's dataset under the card's name
 
 
+# Fields added after caches existed: left out while at their default, so those caches stay valid.
+KEY_ONLY_WHEN_SET = ("title_only", "label_text_points")
+
+
 def cache_key(cfg: DataConfig) -> dict:
     """The data config fields that decide the cached content (not where files live)."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_KEY}
+    return {k: v for k, v in dataclasses.asdict(cfg).items()
+            if k not in NOT_KEY and not (k in KEY_ONLY_WHEN_SET and not v)}
 
 
 def label_statistics(dataset: XMCDataset) -> dict:

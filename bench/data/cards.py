@@ -6,7 +6,9 @@ A card says where the files are and how to read them (``source.folder``, ``forma
 ``features``, ``labels_by``), how the test split is made (``split``: ``official`` when ``files``
 has a ``test``, else ``seeded``), what the files hold (``statistics``; ``xmc-bench data prepare``
 checks the counts) and the propensity parameters its PSP@k uses (``propensity: {A, B}``), beside
-provenance and conventions for the reader. A statistic a card is not sure of says
+provenance and conventions for the reader. An optional ``recommended`` block holds training
+settings for the dataset (config keys, e.g. ``train.epochs: 10``), applied after the method's
+preset and before the user's (``bench.config.resolve``). A statistic a card is not sure of says
 ``"unverified"`` and is not checked. ``bench.data.catalog`` registers a dataset per shipped card.
 """
 
@@ -40,6 +42,9 @@ class Source:
     features: str = "tfidf"  # tfidf (counts / binary words) | l2 (dense numeric features) | as-is
     test_filter: str = ""  # optional filter file of (test point, label) pairs dropped from predictions
     texts: tuple[str, ...] = ()  # lf: raw text JSON lines (train, test, labels), each also looked for + ".gz"
+    train_labels: str = ""  # text: the training label-name lines
+    test_labels: str = ""  # text: the test label-name lines
+    title_only: bool = False  # lf: a record's text is its title alone (data.title_only), not title + content
 
 
 def cards_dir():
@@ -120,7 +125,31 @@ def read_card(path) -> dict:
     if not (isinstance(prop, dict) and all(isinstance(prop.get(k), (int, float)) for k in ("A", "B"))):
         raise DataFormatError(path, None, f"propensity is {prop!r}: expected {{A: number, B: number}}")
     _check_source(path, card)
+    _check_recommended(path, card)
     return card
+
+
+def _check_recommended(path, card: dict) -> None:
+    """The optional ``recommended`` block: config keys (dotted, or nested as in a YAML config)
+    with values of their type, applied after the method's preset and before the user's."""
+    from bench.config import KEYS, NOT_RECOMMENDABLE, _coerce, flatten
+    from bench.errors import ConfigError
+
+    block = card.get("recommended")
+    if block is None:
+        return
+    if not isinstance(block, dict):
+        raise DataFormatError(path, None, f"recommended is {block!r}: expected a mapping of config keys to values")
+    for name, value in flatten(block).items():
+        if name not in KEYS or name in NOT_RECOMMENDABLE:
+            why = "a user's choice, not a card's" if name in NOT_RECOMMENDABLE else "unknown config key"
+            raise DataFormatError(path, None, f"recommended.{name}: {why}; expected keys of `xmc-bench run "
+                                  "--help-config` other than " + ", ".join(NOT_RECOMMENDABLE))
+        try:
+            value = _coerce(KEYS[name], value)
+            KEYS[name].knob.check(name, value)
+        except ConfigError as err:
+            raise DataFormatError(path, None, f"recommended.{name}: {err}") from None
 
 
 def _check_source(path, card: dict) -> None:
@@ -160,11 +189,13 @@ def source_of(card: dict, base=None) -> Source:
     """The ``Source`` of a checked card; a relative ``source.folder`` is taken relative to
     ``base`` when given (a card file's folder), else to the shared data root."""
     files = card["files"]
-    folder = str(Path(base) / card["source"]["folder"]) if base is not None else card["source"]["folder"]
+    # absolute: a relative card path must not be read as a folder under the shared data root
+    folder = str(Path(base).absolute() / card["source"]["folder"]) if base is not None else card["source"]["folder"]
     return Source(
         folder=folder, format=card["format"], train=files["train"], test=files.get("test", ""),
         xml=files.get("xml", ""), labels_by=card.get("labels_by", "name"), features=card["features"],
         test_filter=files.get("test_filter", ""), texts=tuple(files.get("texts", ())),
+        train_labels=files.get("train_labels", ""), test_labels=files.get("test_labels", ""),
     )
 
 

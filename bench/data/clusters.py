@@ -14,6 +14,9 @@
    so every cluster's size is within 1 of every other's and each label is in exactly one.
 
 Deterministic by seed; cached by a key of the data config and the clustering parameters.
+
+Or the reference's own clusters (``aux.clusters_file``): a ``label_group*.npy`` as LightXML and
+its successors save it, one array of label ids per cluster (``read_cluster_file``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 import warnings
 from pathlib import Path
@@ -29,7 +33,7 @@ import numpy as np
 import torch
 
 from bench.config import DataConfig
-from bench.errors import ConfigError
+from bench.errors import ConfigError, DataFormatError
 from bench.sparse import CSR
 
 FORMAT_VERSION = 1
@@ -175,3 +179,44 @@ def cluster_label_order(dataset, data_cfg: DataConfig, group_size: int, dim: int
     new_id = np.empty(dataset.num_labels, np.int64)
     new_id[np.argsort(clusters, kind="stable")] = np.arange(dataset.num_labels)
     return new_id, {"by": "cluster", "group_size": group_size, "dim": dim, "iters": iters}, cached
+
+
+def read_cluster_file(path, num_labels: int) -> np.ndarray:
+    """``[L]`` int32 cluster of each label from a ``label_group*.npy``: a numpy object array of
+    label-id arrays, one per cluster (or a 2-D integer array, one row per cluster, as numpy
+    saves equal-sized ones). Every label ``0 … num_labels - 1`` must be in exactly one cluster;
+    a ``DataFormatError`` names the file and the first cluster that breaks that. The file is
+    unpickled (``allow_pickle=True``, as the reference saves it): load only files you trust."""
+    try:
+        groups = np.load(path, allow_pickle=True)
+    except FileNotFoundError:
+        raise DataFormatError(path, None, "no such cluster file") from None
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        raise DataFormatError(path, None, f"not a numpy .npy file ({err}): expected an object array of "
+                              "label-id arrays, one per cluster") from None
+    if not isinstance(groups, np.ndarray) or groups.ndim not in (1, 2) or len(groups) == 0:
+        raise DataFormatError(path, None, f"holds {type(groups).__name__} of shape {getattr(groups, 'shape', '?')}: "
+                              "expected an object array of label-id arrays, one per cluster")
+    out = np.full(num_labels, -1, np.int64)
+    for c, group in enumerate(groups):
+        ids = np.asarray(group)
+        if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+            raise DataFormatError(path, None, f"cluster {c} is {ids.dtype} of shape {ids.shape}: expected a "
+                                  "non-empty 1-D array of integer label ids")
+        bad = ids[(ids < 0) | (ids >= num_labels)]
+        if bad.size:
+            raise DataFormatError(path, None, f"cluster {c} holds label id {int(bad[0])}: expected ids in "
+                                  f"[0, {num_labels}) (the dataset's labels)")
+        unique, counts = np.unique(ids, return_counts=True)
+        taken = unique[out[unique] >= 0]
+        if taken.size or (counts > 1).any():
+            label = int(taken[0]) if taken.size else int(unique[counts > 1][0])
+            first = int(out[label]) if taken.size else c
+            raise DataFormatError(path, None, f"label {label} is in cluster {first} and again in cluster {c}: "
+                                  "expected every label in exactly one cluster")
+        out[unique] = c
+    missing = np.flatnonzero(out < 0)
+    if missing.size:
+        raise DataFormatError(path, None, f"{missing.size} of the {num_labels} labels are in no cluster (the first: "
+                              f"{int(missing[0])}): expected every label in exactly one cluster")
+    return out.astype(np.int32)

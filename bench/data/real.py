@@ -14,6 +14,7 @@ official train/test split it is used; otherwise the test split is a seeded rando
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -45,6 +46,11 @@ def source_dir(source: Source, cfg: DataConfig) -> Path:
 
 
 def load_source(name: str, source: Source, cfg: DataConfig) -> XMCDataset:
+    if cfg.title_only:
+        if source.format != "lf":
+            raise ConfigError(f"config key 'data.title_only' reads an lf dataset's titles alone; dataset {name!r} "
+                              f"has format {source.format}")
+        source = dataclasses.replace(source, title_only=True)
     folder = source_dir(source, cfg)
     read = READERS.get(source.format).read(folder, source)
     parts = read.parts
@@ -69,7 +75,24 @@ def load_source(name: str, source: Source, cfg: DataConfig) -> XMCDataset:
     if source.test_filter and (folder / source.test_filter).exists():
         test_filter = read_filter(folder / source.test_filter, test_y.num_rows, test_y.num_cols)
         meta["test_filter"] = source.test_filter
+    if cfg.label_text_points:
+        if texts.get("label_text") is None:
+            raise ConfigError(f"config key 'data.label_text_points' adds the label texts as training points; "
+                              f"dataset {name!r} has none (an lf dataset with its raw text files)")
+        train_x, train_y, texts = add_label_points(train_x, train_y, texts)
+        meta["label_text_points"] = train_y.num_cols
     return XMCDataset(name, train_x, train_y, test_x, test_y, meta, test_filter=test_filter, **texts)
+
+
+def add_label_points(x: CSR, y: CSR, texts: dict) -> tuple[CSR, CSR, dict]:
+    """The training split with one point per label appended after its points: label ``l``'s
+    text, labelled ``l`` alone, without features (empty rows: the points are for text encoders)."""
+    num_labels = y.num_cols
+    x = CSR(np.concatenate([x.indptr, np.full(num_labels, x.indptr[-1], np.int64)]), x.indices, x.data, x.num_cols)
+    y = CSR(np.concatenate([y.indptr, y.indptr[-1] + np.arange(1, num_labels + 1, dtype=np.int64)]),
+            np.concatenate([y.indices, np.arange(num_labels, dtype=np.int64)]),
+            None if y.data is None else np.concatenate([y.data, np.ones(num_labels, y.data.dtype)]), num_labels)
+    return x, y, {**texts, "train_text": [*texts["train_text"], *texts["label_text"]]}
 
 
 def seeded_split(num_points: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,8 @@ An ``lf`` dataset is an ``xc-split`` one plus the raw texts of its points and la
 also found as ``.gz``). When they are there they are attached: a point's or a label's text is
 its ``title``, plus ``" " + content`` when the record has content (LF-WikiSeeAlso's articles;
 the AmazonTitles sets have titles only), so a text encoder sees everything the record says and
-truncates to ``model.max_len`` tokens itself. Each record must match its BoW row (count, order
+truncates to ``model.max_len`` tokens itself; with ``data.title_only`` (``Source.title_only``)
+the title alone, as the reference reads its "titles" sets. Each record must match its BoW row (count, order
 and ``target_ind`` = that row of ``*_X_Y.txt``), and the label file must hold one record per
 label. When none of them is there the dataset is BoW only and ``meta["raw_text"]`` says so.
 Reading keeps the decompressed file, its records and the texts in memory at once
@@ -90,15 +91,17 @@ def read_lf(folder: Path, source) -> Read:
     """``xc-split``'s (features, labels) of both splits, with the texts when they are there."""
     parts = read_xc_split(folder, source).parts
     label_files = [f"{prefix}_X_Y.txt" for prefix in (source.train, source.test)]
-    texts, raw_text = read_raw_texts(folder, tuple(source.texts), (parts[0][1], parts[1][1]), label_files)
+    texts, raw_text = read_raw_texts(folder, tuple(source.texts), (parts[0][1], parts[1][1]), label_files,
+                                     title_only=source.title_only)
     return Read(parts, texts, {"raw_text": raw_text})
 
 
 def read_raw_texts(folder: Path, names: tuple[str, ...], labels: tuple[CSR, CSR],
-                   label_files: list[str]) -> tuple[dict, dict | str]:
+                   label_files: list[str], title_only: bool = False) -> tuple[dict, dict | str]:
     """``{train_text, test_text, label_text}`` from the LF files ``names`` (train, test, labels)
     in ``folder``, each checked against its split's ``labels`` (read from ``label_files``), and
-    what ``meta["raw_text"]`` says; ``({}, "absent: …")`` when none of the files is there."""
+    what ``meta["raw_text"]`` says; ``({}, "absent: …")`` when none of the files is there.
+    ``title_only``: every text is the record's title alone (the reference's "titles" sets)."""
     paths = [next((p for p in (folder / n, folder / f"{n}.gz") if p.is_file()), None) for n in names]
     if all(p is None for p in paths):
         return {}, f"absent: none of {', '.join(names)} (or .gz) in {folder}; features only"
@@ -111,18 +114,22 @@ def read_raw_texts(folder: Path, names: tuple[str, ...], labels: tuple[CSR, CSR]
     for split, path, y, y_file in zip(("train", "test"), paths, labels, label_files):
         records = read_lf_jsonl(path, num_labels=y.num_cols)
         check_targets(path, records, y, y_file)
-        texts[f"{split}_text"] = record_texts(records)
+        texts[f"{split}_text"] = record_texts(records, title_only)
     label_records = read_lf_jsonl(paths[2])
     num_labels = labels[0].num_cols
     if len(label_records.uids) != num_labels:
         raise DataFormatError(paths[2], None, f"{len(label_records.uids)} label records but {label_files[0]} has "
                               f"{num_labels} labels: expected one record per label, in label id order")
-    texts["label_text"] = record_texts(label_records)
-    return texts, {"files": [p.name for p in paths], "text": "title, + ' ' + content where there is content"}
+    texts["label_text"] = record_texts(label_records, title_only)
+    text = "title only (data.title_only)" if title_only else "title, + ' ' + content where there is content"
+    return texts, {"files": [p.name for p in paths], "text": text}
 
 
-def record_texts(records: LFRecords) -> list[str]:
-    """One text per record: its title, followed by a space and its content when it has one."""
+def record_texts(records: LFRecords, title_only: bool = False) -> list[str]:
+    """One text per record: its title, followed by a space and its content when it has one
+    (the title alone with ``title_only``)."""
+    if title_only:
+        return list(records.titles)
     return [f"{title} {content}" if content else title for title, content in zip(records.titles, records.contents)]
 
 
