@@ -18,7 +18,8 @@ def _default_out(results_dir: str | Path, name: str) -> Path:
 
 
 def cmd_run(args) -> int:
-    from bench.config import describe_keys, load_yaml, parse_override, resolve
+    from bench.config import describe_keys, load_yaml, parse_override
+    from bench.resolve import resolve
 
     if args.help_config:
         print("\n".join(describe_keys()))
@@ -52,7 +53,7 @@ def _write_report(out: Path, text: str, heading: str = "") -> None:
 
 
 def _run_suite(args) -> int:
-    from bench.config import resolve
+    from bench.resolve import resolve
     from bench.report import render_report
     from bench.sweep import DEFAULT_SWEEP, load_sweep, run_configs
 
@@ -69,7 +70,7 @@ def _run_suite(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from bench.config import resolve
+    from bench.resolve import resolve
     from bench.report import render_report
     from bench.sweep import list_sweeps, load_sweep, run_configs
 
@@ -175,7 +176,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from bench.config import DataConfig, parse_override, resolve
+    from bench.config import DataConfig, parse_override
+    from bench.resolve import resolve
     from bench.data import cache, catalog
 
     overrides = dict(parse_override(o) for o in args.overrides)

@@ -467,49 +467,6 @@ def check(cfg: RunConfig) -> None:
             raise ConfigError(problem)
 
 
-def resolve(overrides: list[str] | dict[str, Any], yaml_path: str | Path | None = None) -> RunConfig:
-    """defaults ← method preset ← the dataset card's ``recommended`` settings ← YAML file ←
-    overrides. ``method`` and ``data`` may come from either user source."""
-    from bench.methods import get_method
-
-    user: dict[str, Any] = {}
-    if yaml_path is not None:
-        user.update(load_yaml(yaml_path))
-    user.update(dict(parse_override(o) for o in overrides) if isinstance(overrides, list) else overrides)
-    cfg = RunConfig()
-    method = str(user.get("method", "") or "")
-    if method:
-        cfg = apply_overrides(cfg, get_method(method).overrides)
-    user_data = {ALIASES.get(k, k): v for k, v in user.items()}.get("data.name")
-    cfg = apply_overrides(cfg, card_recommended(str(user_data) if user_data is not None else cfg.data.name))
-    cfg = apply_overrides(cfg, user)
-    check(cfg)
-    from bench.data.catalog import check_dataset_name  # an unknown dataset fails here, before anything runs
-
-    check_dataset_name(cfg.data.name)
-    return cfg
-
-
-# Keys a card's `recommended` block may not set: which dataset and method run is the user's choice.
-NOT_RECOMMENDABLE = ("method", "data.name", "data.path", "data.cache_dir")
-
-
-def card_recommended(dataset: str) -> dict[str, Any]:
-    """The training settings the card of ``dataset`` recommends (its ``recommended`` block,
-    dotted keys, values typed), ``{}`` for a dataset without a card or without the block."""
-    from bench.data.cards import load_card
-
-    card = load_card(dataset)  # a checked card: an unknown key in `recommended` already failed here
-    values = flatten((card or {}).get("recommended") or {})
-    return {name: _coerce(KEYS[name], value) for name, value in values.items()}
-
-
-def card_overrides(cfg: RunConfig) -> dict[str, Any]:
-    """The card's recommended settings this config runs with: those of ``card_recommended``
-    whose value the resolved config still has (a user's own value for a key replaces it)."""
-    return {name: value for name, value in card_recommended(cfg.data.name).items() if _get(cfg, name) == value}
-
-
 def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.config import config_hash, resolve
+from bench.config import config_hash
+from bench.resolve import resolve
 from bench.errors import BenchError
 from bench.record import check_writable, new_run_id
 from bench.sweep import finished_hashes, unfinished

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from bench.config import RunConfig, card_overrides, config_hash, to_dict
+from bench.config import RunConfig, config_hash, to_dict
 from bench.errors import BenchError
 
 RECORDS_FILE = "runs.jsonl"
@@ -46,6 +46,8 @@ def utc_time(seconds: float | None = None) -> str:
 def new_record(cfg: RunConfig, run_id: str, group: str = "", sweep: str = "", **fields) -> dict:
     """The header every record starts with (what ran, labelled by its sweep invocation ``group``
     and ``sweep`` name), then ``fields``."""
+    from bench.data.cards import card_overrides  # here, not at the top: the data rooms load torch
+
     return {"run_id": run_id, "config_hash": config_hash(cfg), "method": cfg.method or cfg.model.classifier,
             "group": group, "sweep": sweep, "config": to_dict(cfg), "seed": cfg.seed,
             "card_overrides": card_overrides(cfg), **fields}

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.config import config_dict_hash, config_hash, flatten, resolve
+from bench.config import config_dict_hash, config_hash, flatten
+from bench.resolve import resolve
 from bench.errors import ConfigError
 from bench.record import append_record, check_writable, mark_failed, new_record, new_run_id, read_records, records_path
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import card_overrides, card_recommended, resolve
+from bench.data.cards import card_overrides, card_recommended
+from bench.resolve import resolve
 from bench.data.cards import card_names, load_card
 from bench.errors import DataFormatError
 from bench.record import new_record

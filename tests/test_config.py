@@ -5,7 +5,8 @@ from dataclasses import dataclass
 import pytest
 
 from bench.cli import main, parse_args
-from bench.config import KEYS, RunConfig, apply_overrides, check, config_hash, from_dict, knob, resolve, to_dict
+from bench.config import KEYS, RunConfig, apply_overrides, check, config_hash, from_dict, knob, to_dict
+from bench.resolve import resolve
 from bench.errors import ConfigError, UnknownNameError
 
 

@@ -116,7 +116,7 @@ def test_cli_info_and_prepare(tmp_path, capsys):
 
 def test_run_uses_the_cache(tmp_path, tiny_overrides, monkeypatch):
     import bench.data.synthetic as synthetic
-    from bench.config import resolve
+    from bench.resolve import resolve
     from bench.experiment import run_experiment
 
     cfg = resolve([*tiny_overrides, "method=dense", f"data.cache_dir={tmp_path / 'cache'}"])

@@ -45,7 +45,7 @@ def test_dense_model_learns_synthetic_data(tiny_overrides, tmp_path):
     """Trained P@1 must clearly beat ranking labels by training frequency."""
     import numpy as np
 
-    from bench.config import resolve
+    from bench.resolve import resolve
     from bench.data.catalog import load_dataset
     from bench.metrics import evaluate_topk
 

@@ -123,7 +123,7 @@ def test_split_format_dataset_carries_its_filter_through_the_cache(tmp_path, mon
 
 
 def test_run_with_filter_end_to_end(tmp_path, tiny_overrides):
-    from bench.config import resolve
+    from bench.resolve import resolve
     from bench.experiment import run_experiment
 
     _xc_split_folder(tmp_path)

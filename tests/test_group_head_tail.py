@@ -184,7 +184,7 @@ def test_relabel_columns_is_a_renaming():
 
 def test_cluster_groups_have_exactly_g_labels_and_the_run_renames_labels(tiny_overrides, tmp_path):
     from bench.cli import main
-    from bench.config import resolve
+    from bench.resolve import resolve
     from bench.data.catalog import load_dataset
     from bench.data.clusters import cluster_label_order, group_sizes
     from bench.record import read_records
@@ -206,7 +206,7 @@ def test_cluster_groups_have_exactly_g_labels_and_the_run_renames_labels(tiny_ov
 
 
 def test_cluster_groups_need_the_group_classifier():
-    from bench.config import resolve
+    from bench.resolve import resolve
     from bench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="group_order"):

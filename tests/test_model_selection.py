@@ -5,7 +5,7 @@ import pytest
 
 import bench.train
 from bench.cli import main
-from bench.config import resolve
+from bench.resolve import resolve
 from bench.errors import ConfigError
 from bench.record import append_record, read_records, records_frame, selected_metrics
 from bench.train import evaluations_without_improvement, select_best

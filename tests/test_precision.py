@@ -12,7 +12,8 @@ from bench.classifiers import create_classifier, register_classifier
 from bench.classifiers.base import CLASSIFIERS, autocast_operands
 from bench.classifiers.dense import DenseClassifier
 from bench.cli import main
-from bench.config import ModelConfig, config_hash, resolve
+from bench.config import ModelConfig, config_hash
+from bench.resolve import resolve
 from bench.errors import ConfigError
 from bench.models.xmc import build_classifier
 from bench.record import read_records

@@ -105,7 +105,7 @@ def test_missing_folder_names_the_fix(tmp_path):
 
 @needs_data
 def test_run_end_to_end_on_real_data(tmp_path):
-    from bench.config import resolve
+    from bench.resolve import resolve
     from bench.experiment import run_experiment
 
     cfg = resolve(["method=dense", "data=corel5k", "model.embed_dim=16", "train.max_steps=3",

@@ -12,7 +12,8 @@ import warnings
 import pytest
 
 from bench.cli import main
-from bench.config import config_hash, resolve, to_dict
+from bench.config import config_hash, to_dict
+from bench.resolve import resolve
 from bench.errors import BenchError
 from bench.record import (
     append_record,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import config_dict_hash, config_hash, resolve
+from bench.config import config_dict_hash, config_hash
+from bench.resolve import resolve
 from bench.sweep import load_sweep
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

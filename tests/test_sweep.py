@@ -3,7 +3,7 @@
 import pytest
 
 from bench.cli import main
-from bench.config import resolve
+from bench.resolve import resolve
 from bench.errors import ConfigError
 from bench.sweep import SweepSpec, list_sweeps, load_sweep, run_configs
 from bench.record import read_records

@@ -13,7 +13,8 @@ import pytest
 from test_transformer_encoder import tiny_bert  # noqa: F401  (the fixture: a tiny random BERT)
 
 from bench.cli import main
-from bench.config import DataConfig, resolve
+from bench.config import DataConfig
+from bench.resolve import resolve
 from bench.data.cache import cache_key
 from bench.data.cards import load_card
 from bench.data.catalog import load_dataset

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.config import resolve
+from bench.resolve import resolve
 from bench.errors import ConfigError
 from bench.record import read_records
 

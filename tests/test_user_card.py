@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.config import resolve
+from bench.resolve import resolve
 from bench.data.formats import write_arff, write_bow, write_mulan_xml
 from bench.errors import ConfigError
 from bench.sparse import CSR

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.config import resolve
+from bench.resolve import resolve
 from bench.errors import ConfigError
 from bench.models.xmc import build_model
 from bench.train import make_optimizers
@@ -333,7 +333,7 @@ def test_meta_classifier_bias_starts_at_the_cluster_prior():
 
 
 def test_aux_run_starts_its_meta_bias_at_the_prior(tiny_overrides, tmp_path):
-    from bench.config import resolve
+    from bench.resolve import resolve
     from bench.data.catalog import load_dataset
     from bench.experiment import build_aux
 

@@ -8,7 +8,7 @@ has a ``test``, else ``seeded``), what the files hold (``statistics``; ``xmc-ben
 checks the counts) and the propensity parameters its PSP@k uses (``propensity: {A, B}``), beside
 provenance and conventions for the reader. An optional ``recommended`` block holds training
 settings for the dataset (config keys, e.g. ``train.epochs: 10``), applied after the method's
-preset and before the user's (``bench.config.resolve``). A statistic a card is not sure of says
+preset and before the user's (``bench.resolve.resolve``). A statistic a card is not sure of says
 ``"unverified"`` and is not checked. ``bench.data.catalog`` registers a dataset per shipped card.
 """
 
@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from typing import Any
+
+from bench.config import KEYS, RunConfig, _coerce, _get, flatten
 from bench.data.formats import READERS
 from bench.errors import BenchError, DataFormatError
 
@@ -132,7 +135,6 @@ def read_card(path) -> dict:
 def _check_recommended(path, card: dict) -> None:
     """The optional ``recommended`` block: config keys (dotted, or nested as in a YAML config)
     with values of their type, applied after the method's preset and before the user's."""
-    from bench.config import KEYS, NOT_RECOMMENDABLE, _coerce, flatten
     from bench.errors import ConfigError
 
     block = card.get("recommended")
@@ -208,3 +210,21 @@ def check_against_card(stats: dict, card: dict) -> None:
     ]
     if wrong:
         raise BenchError(f"dataset {card['name']!r} does not match its card {card['name']}.yaml: " + "; ".join(wrong))
+
+
+# Keys a card's `recommended` block may not set: which dataset and method run is the user's choice.
+NOT_RECOMMENDABLE = ("method", "data.name", "data.path", "data.cache_dir")
+
+
+def card_recommended(dataset: str) -> dict[str, Any]:
+    """The training settings the card of ``dataset`` recommends (its ``recommended`` block,
+    dotted keys, values typed), ``{}`` for a dataset without a card or without the block."""
+    card = load_card(dataset)  # a checked card: an unknown key in `recommended` already failed here
+    values = flatten((card or {}).get("recommended") or {})
+    return {name: _coerce(KEYS[name], value) for name, value in values.items()}
+
+
+def card_overrides(cfg: RunConfig) -> dict[str, Any]:
+    """The card's recommended settings this config runs with: those of ``card_recommended``
+    whose value the resolved config still has (a user's own value for a key replaces it)."""
+    return {name: value for name, value in card_recommended(cfg.data.name).items() if _get(cfg, name) == value}
