@@ -16,6 +16,7 @@ import json
 import math
 import os
 import sys
+import threading
 import urllib.error
 import urllib.request
 import warnings
@@ -47,7 +48,16 @@ def wandb_base_url() -> str:
 def unreachable(url: str, timeout: float = REACH_TIMEOUT_S) -> str | None:
     """Why the server at ``url`` gave no HTTP answer within ``timeout`` seconds, or None when it
     answered (any status: an error page still means the server is there). Proxies set in the
-    environment are used, as wandb uses them."""
+    environment are used, as wandb uses them. The request runs in a thread of its own because a
+    name lookup without a network ignores socket timeouts."""
+    answer: list = []
+    asking = threading.Thread(target=lambda: answer.append(_ask(url, timeout)), daemon=True)
+    asking.start()
+    asking.join(timeout + 1.0)
+    return answer[0] if answer else f"no answer within {timeout:.0f} s"
+
+
+def _ask(url: str, timeout: float) -> str | None:
     try:
         urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
     except urllib.error.HTTPError:

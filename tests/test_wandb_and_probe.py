@@ -61,6 +61,26 @@ def test_online_wandb_without_a_server_falls_back_to_offline(tiny_overrides, tmp
     assert (folder / "files" / "wandb-summary.json").exists()  # the run's W&B data is kept
 
 
+def test_reachability_is_an_http_answer_of_any_status():
+    import http.server
+    import threading
+
+    from bench.tracking import unreachable
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert unreachable(f"http://127.0.0.1:{server.server_port}/") is None
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        assert unreachable(f"http://127.0.0.1:{silent.getsockname()[1]}/", timeout=0.5) is not None
+    assert "refused" in unreachable(f"http://127.0.0.1:{_closed_port()}/")
+
+
 # -- 12: what W&B receives --------------------------------------------------------------------
 
 def test_a_run_shorter_than_log_every_logs_its_first_and_last_loss(tiny_overrides, monkeypatch):
