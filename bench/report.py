@@ -150,7 +150,8 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 def to_latex(table: pd.DataFrame) -> str:
     header, rows = table_cells(table)
-    esc = lambda t: t.replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$").replace(MARK, r"$^\dagger$").replace("@", "@")  # noqa: E731
+    esc = lambda t: (t.replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$")  # noqa: E731
+                     .replace(MARK, r"$^\dagger$").replace("@", "@"))
     lines = [r"\begin{tabular}{" + "l" * 2 + "r" * (len(header) - 2) + "}", r"\toprule",
              " & ".join(esc(h) for h in header) + r" \\", r"\midrule"]
     for cells in rows:
@@ -221,8 +222,8 @@ def pivot_markdown(frame: pd.DataFrame, columns: list[str]) -> str:
                 cells.append(f"**{text}**" if table.at[i, column] == best[i] else text)
             lines.append(f"| {f'{dataset}/' if several else ''}{method} | " + " | ".join(cells) + " |")
         out.append("\n".join(lines) + "\n")
-        if column in THROUGHPUT_COLUMNS and marks.any():
-            out.append(probe_note(table))
+    if marks.any() and set(columns) & set(THROUGHPUT_COLUMNS):
+        out.append(probe_note(table))
     return "\n".join(out)
 
 
