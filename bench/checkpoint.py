@@ -43,6 +43,7 @@ class Checkpoints:
 
     def __init__(self, folder: str | Path, keep: int = 2, config_hash: str = ""):
         self.folder, self.keep, self.config_hash = Path(folder), keep, config_hash
+        self.wandb_id: str | None = None  # the run's W&B id, saved with every checkpoint: a resume continues that W&B run
 
     @classmethod
     def of(cls, cfg: RunConfig) -> "Checkpoints":
@@ -67,7 +68,8 @@ class Checkpoints:
         tmp = self.folder / f".{path.name}.{os.getpid()}.tmp"
         try:
             with tmp.open("wb") as fh:
-                torch.save({"format": FORMAT, "config_hash": self.config_hash, "step": step, **state}, fh)
+                extra = {"wandb_id": self.wandb_id} if self.wandb_id else {}
+                torch.save({"format": FORMAT, "config_hash": self.config_hash, "step": step, **extra, **state}, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)

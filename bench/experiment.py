@@ -27,7 +27,7 @@ from bench.config import RunConfig, to_dict
 from bench.data.catalog import load_dataset
 from bench.data.propensity import jain_propensity
 from bench.distributed import SHARD_INIT_ENV, Parallel, init_from_env, keep_label_rows, label_shard
-from bench.measure import PeakMemory, environment
+from bench.measure import PeakMemory, environment, machine_speed, steady_throughput
 from bench.models.xmc import build_classifier, build_model, init_bias_to_prior
 from bench.record import (check_writable, mark_failed, mark_finished, mark_ok, new_record, new_run_id, records_path,
                           utc_time)
@@ -160,19 +160,23 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
     if rank == 0:  # before anything is trained: the record must have somewhere to go
         check_writable(cfg.results_dir)
     device = pick_device(cfg.train.device, rank if world > 1 else None)
+    # the machine's speed now and at the end (before the memory measurement starts, after it stops):
+    # reports compare throughputs only between runs that saw a similar machine
+    probe = {"start": machine_speed(device)}
     peak = PeakMemory(device)
     peak.start()
     results_dir = Path(cfg.results_dir)
     tracker = Tracker(  # under torchrun rank 0 alone records the run and mirrors it to W&B
         records_path(results_dir) if rank == 0 else None, cfg.tracking.wandb if rank == 0 else "disabled",
         cfg.tracking.wandb_dir or results_dir / "wandb",
-        cfg.tracking.project, run_id, to_dict(cfg), group=group,
+        cfg.tracking.project, run_id, to_dict(cfg), group=group, start=False,  # started once a resume is known
         # data.num_labels sizes synthetic data only; real datasets are named instead
         name=(f"{cfg.method or cfg.model.classifier}-"
               + (f"L{cfg.data.num_labels}" if cfg.data.name.startswith("synthetic") else cfg.data.name)
               + f"-s{cfg.seed}"),
     )
-    record = new_record(cfg, run_id, group, sweep, started_at=utc_time(started), environment=environment(device))
+    record = new_record(cfg, run_id, group, sweep, started_at=utc_time(started), environment=environment(device),
+                        probe=probe)
     try:
         dataset = load_dataset(cfg.data)
         if cfg.model.group_order == "cluster":
@@ -208,6 +212,10 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
             checkpoints.remove()  # starting afresh: an older attempt's files must not mix with ours
         elif checkpoints is not None and (resume := checkpoints.load_latest()) is not None:
             record["resumed_from"] = {"step": resume.state["step"], "path": str(resume.path)}
+        # a resumed run continues its W&B run (the id its checkpoints carry), and passes the id on
+        tracker.start(resume.state.get("wandb_id") if resume is not None else None)
+        if checkpoints is not None:
+            checkpoints.wandb_id = tracker.wandb_id
         result = train(model, dataset, cfg, device, tracker, inv_propensity, checkpoints,
                        resume.state if resume is not None else None, parallel)
         mark_ok(record, result, cfg.train.log_every, memory={
@@ -217,6 +225,8 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
             "encoder": model.encoder.memory_bytes(optimizer_slots=2),
             **model.part_memory_bytes(),  # intermediate layer, aux branch: AdamW (2 slots)
         })
+        record["throughput"].update(steady_throughput(result.step_seconds))
+        probe["end"] = machine_speed(device)
     except Exception as err:  # noqa: BLE001 — a failed run is a record too
         error, memory = traceback.format_exc(limit=20), peak.stop()
         latest = Checkpoints.of(cfg).latest() if cfg.checkpoint.enabled else None

@@ -89,25 +89,26 @@ class Stopwatch:
 
 # Machine-speed probe: the shared VM's speed drifts (±25 % within seconds), so every run times
 # the same small fixed workload at its start and end; runs whose probes differ are not
-# compared as if they were measured side by side.
+# compared as if they were measured side by side (``bench.record.probe_spread``).
 PROBE_GEMM = 512  # [n, n] @ [n, n] float32: compute-bound, cache-resident
-PROBE_BYTES = 32 << 20  # one copy of 32 MiB: bandwidth-bound, larger than the last-level cache
+PROBE_BYTES = 32 << 20  # one in-place pass over 32 MiB: bandwidth-bound, larger than the last-level cache
 PROBE_REPEATS = 10
 
 
 def machine_speed(device: torch.device | None = None) -> dict:
-    """``{"gemm_gflops", "memory_gbps"}`` of a fixed GEMM and a fixed memory copy, each the
-    best of a few repeats (the best is the least disturbed by other work on the machine)."""
+    """``{"gemm_gflops", "memory_gbps"}`` of a fixed GEMM and a fixed memory pass, each the
+    best of a few repeats (the best is the least disturbed by other work on the machine).
+    Its own generator: the run's random draws are untouched. The pass is in place, so the
+    probe adds one ``PROBE_BYTES`` buffer to the process's memory, not two."""
     device = device or torch.device("cpu")
     gen = torch.Generator().manual_seed(0)
     a = torch.rand(PROBE_GEMM, PROBE_GEMM, generator=gen).to(device)
     b = torch.rand(PROBE_GEMM, PROBE_GEMM, generator=gen).to(device)
-    src = torch.ones(PROBE_BYTES // 4, device=device)
-    dst = torch.empty_like(src)
+    buf = torch.ones(PROBE_BYTES // 4, device=device)
     gemm = _best_seconds(lambda: torch.mm(a, b), device)
-    copy = _best_seconds(lambda: dst.copy_(src), device)
+    sweep = _best_seconds(lambda: buf.add_(1.0), device)
     return {"gemm_gflops": 2 * PROBE_GEMM ** 3 / gemm / 1e9,
-            "memory_gbps": 2 * PROBE_BYTES / copy / 1e9}  # read + write
+            "memory_gbps": 2 * PROBE_BYTES / sweep / 1e9}  # read + write
 
 
 def _best_seconds(fn, device: torch.device) -> float:
@@ -120,26 +121,27 @@ def _best_seconds(fn, device: torch.device) -> float:
     return max(best, 1e-9)
 
 
-def probe_spread(probes: list[dict]) -> float:
-    """Largest relative difference between probes (each key compared on its own): 0.1 means
-    the slowest of them ran 10 % below the fastest."""
-    spread = 0.0
-    for key in ("gemm_gflops", "memory_gbps"):
-        values = [p[key] for p in probes if p and p.get(key)]
-        if len(values) > 1:
-            spread = max(spread, 1 - min(values) / max(values))
-    return spread
+def warmup_steps(num_steps: int) -> int:
+    """How many first steps the steady-state step time leaves out: the first tenth, at least
+    one (none of a single step, which is all there is)."""
+    return max(1, num_steps // 10) if num_steps > 1 else 0
 
 
 def steady_step_seconds(step_seconds: list[float]) -> float | None:
     """Median time of a training step once warm: the first steps (first use of kernels,
-    compilation, allocator growth) are left out — the first tenth, at least one."""
+    compilation, allocator growth) are left out (``warmup_steps``)."""
     if not step_seconds:
         return None
-    skip = max(1, len(step_seconds) // 10) if len(step_seconds) > 1 else 0
-    warm = sorted(step_seconds[skip:])
+    warm = sorted(step_seconds[warmup_steps(len(step_seconds)):])
     mid = len(warm) // 2
     return warm[mid] if len(warm) % 2 else (warm[mid - 1] + warm[mid]) / 2
+
+
+def steady_throughput(step_seconds: list[float]) -> dict:
+    """The record's ``throughput`` entries of per-step times: ``steady_step_s`` (median step once
+    warm) and ``steady_steps`` (how many steps that median is over)."""
+    return {"steady_step_s": steady_step_seconds(step_seconds),
+            "steady_steps": len(step_seconds) - warmup_steps(len(step_seconds))}
 
 
 def git_commit() -> str:

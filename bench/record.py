@@ -24,6 +24,7 @@ from bench.errors import BenchError
 RECORDS_FILE = "runs.jsonl"
 METRIC_COLUMNS = ("P@1", "P@3", "P@5", "PSP@1", "PSP@3", "PSP@5")
 SELECTIONS = ("last", "best")  # which epoch's metrics a table shows
+PROBE_KEYS = ("gemm_gflops", "memory_gbps")  # what ``bench.measure.machine_speed`` measures
 
 
 def new_run_id() -> str:
@@ -215,11 +216,34 @@ def frame_row(record: dict, select: str = "last") -> dict:
         "peak_bytes": memory.get("peak_bytes"),
         "classifier_bytes": (memory.get("classifier") or {}).get("total"),
         "train_samples_per_s": throughput.get("train_samples_per_s"),
+        "steady_step_s": throughput.get("steady_step_s"),
+        # the machine's speed during the run: mean of its start and end probes (None: recorded before probes)
+        **{f"probe_{k}": run_probe(record).get(k) for k in PROBE_KEYS},
         "epoch_time_s": throughput.get("train_seconds", float("nan")) / max(1, len(epochs)),
         "wall_time_s": record.get("wall_time_s"),
         "epochs": epochs,
         "gradient_flow": record.get("gradient_flow") or {},
     }
+
+
+def run_probe(record: dict) -> dict:
+    """The machine speed a run saw: each probe key's mean over its ``probe.start`` and
+    ``probe.end`` ({} for a record without probes)."""
+    probes = [p for p in ((record.get("probe") or {}).get(when) for when in ("start", "end")) if p]
+    if not probes:
+        return {}
+    return {k: sum(p[k] for p in probes) / len(probes) for k in PROBE_KEYS if all(p.get(k) for p in probes)}
+
+
+def probe_spread(probes: list[dict]) -> float:
+    """Largest relative difference between machine-speed probes (each key compared on its own):
+    0.1 means the slowest of them ran 10 % below the fastest. Missing probes do not count."""
+    spread = 0.0
+    for key in PROBE_KEYS:
+        values = [p[key] for p in probes if p and p.get(key)]
+        if len(values) > 1:
+            spread = max(spread, 1 - min(values) / max(values))
+    return spread
 
 
 def records_frame(records: Iterable[dict], select: str = "last"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.record import METRIC_COLUMNS, read_records, records_frame, records_path
+from bench.record import METRIC_COLUMNS, PROBE_KEYS, probe_spread, read_records, records_frame, records_path
 
 # column -> (header, formatter kind, which direction is better)
 COLUMNS = {
@@ -18,10 +18,17 @@ COLUMNS = {
     "classifier_bytes": ("classifier memory", "bytes", "min"),
     "train_samples_per_s": ("train samples/s", "rate", "max"),
     "epoch_time_s": ("epoch time (s)", "seconds", "min"),
+    "steady_step_s": ("steady step (ms)", "ms", "min"),
 }
+PROBE_COLUMNS = tuple(f"probe_{k}" for k in PROBE_KEYS)
+THROUGHPUT_COLUMNS = ("train_samples_per_s", "steady_step_s")  # cells marked when machine speeds differ
+PROBE_TOLERANCE = 0.10  # machine-speed probes further apart than this are not a side-by-side comparison
+MARK = "†"
 NOTE = ("P@k and PSP@k in percent (mean ± std over seeds where there are several; best per label-space "
-        "size in bold); peak memory is the peak RSS of the run's own process on CPU (allocator peak on "
-        "CUDA); classifier memory is analytic (parameters, gradients, optimiser state, indices).\n")
+        "size in bold); seeds: how many runs (the latest of each seed) stand behind every number of the row; "
+        "peak memory is the peak RSS of the run's own process on CPU (allocator peak on "
+        "CUDA); classifier memory is analytic (parameters, gradients, optimiser state, indices); "
+        "steady step: median training step once warm (first-use compilation left out).\n")
 BEST_NOTE = ("Metrics are each run's best evaluated epoch (by its eval.select metric, test set), not its last "
              "(runs recorded without a best epoch show their last).\n")
 
@@ -44,13 +51,49 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return frame
     keys = ["dataset", "labels", "method"]
+    probes = [c for c in PROBE_COLUMNS if c in frame]
+    # None (a record without the key) as NaN, so that old and new records aggregate together
+    frame = frame.assign(**{c: pd.to_numeric(frame[c]) for c in (*COLUMNS, *probes) if c in frame})
     grouped = latest_per_seed(frame, keys).groupby(keys, as_index=False)
-    table = grouped.agg({c: "mean" for c in COLUMNS})
+    table = grouped.agg({c: "mean" for c in COLUMNS} | {c: "median" for c in probes})
     std = grouped.agg({c: "std" for c in COLUMNS})
     for c in COLUMNS:
         table[f"{c}_std"] = std[c]
     table["seeds"] = grouped.size()["size"]
     return table.sort_values(["dataset", "labels", "method"]).reset_index(drop=True)
+
+
+def _probe(row) -> dict:
+    return {k: row[f"probe_{k}"] for k in PROBE_KEYS if f"probe_{k}" in row and not pd.isna(row[f"probe_{k}"])}
+
+
+def probe_marks(table: pd.DataFrame) -> pd.Series:
+    """Per row of ``table``: whether its runs saw a machine more than ``PROBE_TOLERANCE`` faster or
+    slower (median machine-speed probe) than the runs of the fastest row (train samples/s) of its
+    (dataset, labels) — its throughput is then no side-by-side comparison. Rows without a probe
+    (records older than probes) are not marked."""
+    marks = pd.Series(False, index=table.index)
+    for _, rows in table.groupby(["dataset", "labels"]):
+        if rows["train_samples_per_s"].isna().all():
+            continue
+        reference = _probe(table.loc[rows["train_samples_per_s"].idxmax()])
+        for i in rows.index:
+            marks[i] = probe_spread([reference, _probe(table.loc[i])]) > PROBE_TOLERANCE
+    return marks
+
+
+def probe_note(table: pd.DataFrame) -> str:
+    """The lines explaining the throughput marks, and which rows could not be checked."""
+    lines = []
+    if probe_marks(table).any():
+        lines.append(f"{MARK} throughput measured on a machine running more than {PROBE_TOLERANCE:.0%} faster or "
+                     "slower than for the fastest row of its dataset and label count (machine-speed probe: a fixed "
+                     "GEMM and memory pass timed at each run's start and end): not a side-by-side comparison.\n")
+    unprobed = sum(not _probe(row) for _, row in table.iterrows())
+    if unprobed:
+        lines.append(f"{unprobed} row(s) have no machine-speed probe (recorded before probes): "
+                     "their throughput is not checked against the others.\n")
+    return "".join(lines)
 
 
 def format_bytes(n: float | None) -> str:
@@ -72,6 +115,8 @@ def _cell(kind: str, value, std) -> str:
         return format_bytes(value)
     if kind == "rate":
         return f"{value:,.0f}"
+    if kind == "ms":
+        return f"{1000 * value:.1f}"
     return f"{value:.1f}"
 
 
@@ -80,6 +125,7 @@ def table_cells(table: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, bo
     multi_dataset = table["dataset"].nunique() > 1
     header = (["dataset"] if multi_dataset else []) + ["method", "labels"] + [h for h, _, _ in COLUMNS.values()] + ["seeds"]
     best = {column: best_values(table, column) for column in COLUMNS}
+    marks = probe_marks(table)
     rows = []
     for i, row in table.iterrows():
         cells = ([(str(row["dataset"]), False)] if multi_dataset else []) + [
@@ -87,7 +133,10 @@ def table_cells(table: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, bo
         several = (table[(table["dataset"] == row["dataset"]) & (table["labels"] == row["labels"])].shape[0]) > 1
         for column, (_, kind, _) in COLUMNS.items():
             is_best = several and not pd.isna(row[column]) and row[column] == best[column][i]
-            cells.append((_cell(kind, row[column], row[f"{column}_std"]), is_best))
+            text = _cell(kind, row[column], row[f"{column}_std"])
+            if marks[i] and column in THROUGHPUT_COLUMNS and text != "–":
+                text += f" {MARK}"
+            cells.append((text, is_best))
         cells.append((str(row["seeds"]), False))
         rows.append(cells)
     return header, rows
@@ -103,7 +152,8 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 def to_latex(table: pd.DataFrame) -> str:
     header, rows = table_cells(table)
-    esc = lambda t: t.replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$").replace("@", "@")  # noqa: E731
+    esc = lambda t: (t.replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$")  # noqa: E731
+                     .replace(MARK, r"$^\dagger$").replace("@", "@"))
     lines = [r"\begin{tabular}{" + "l" * 2 + "r" * (len(header) - 2) + "}", r"\toprule",
              " & ".join(esc(h) for h in header) + r" \\", r"\midrule"]
     for cells in rows:
@@ -144,8 +194,9 @@ def render_report(results_dir: str | Path, group: str | None = None, sweep: str 
     frame = load_frame(results_dir, group, sweep, select)
     if frame.empty:
         return f"No finished runs in {records_path(results_dir)}.\n"
-    text = RENDERERS[fmt](summary_table(frame))
-    return text + ("\n" + NOTE + (BEST_NOTE if select == "best" else "") if fmt == "md" else "")
+    table = summary_table(frame)
+    return RENDERERS[fmt](table) + ("\n" + NOTE + (BEST_NOTE if select == "best" else "") + probe_note(table)
+                                    if fmt == "md" else "")
 
 
 def pivot_markdown(frame: pd.DataFrame, columns: list[str]) -> str:
@@ -155,6 +206,7 @@ def pivot_markdown(frame: pd.DataFrame, columns: list[str]) -> str:
     if unknown:
         raise ValueError(f"--pivot takes {', '.join(COLUMNS)}; got {', '.join(unknown)}")
     table = summary_table(frame)
+    marks = probe_marks(table)
     sizes = sorted(table["labels"].unique())
     several = table["dataset"].nunique() > 1
     out = []
@@ -172,9 +224,13 @@ def pivot_markdown(frame: pd.DataFrame, columns: list[str]) -> str:
                     continue
                 i = hit.index[0]
                 text = _cell(kind, table.at[i, column], table.at[i, f"{column}_std"])
+                if marks[i] and column in THROUGHPUT_COLUMNS and text != "–":
+                    text += f" {MARK}"
                 cells.append(f"**{text}**" if table.at[i, column] == best[i] else text)
             lines.append(f"| {f'{dataset}/' if several else ''}{method} | " + " | ".join(cells) + " |")
         out.append("\n".join(lines) + "\n")
+    if marks.any() and set(columns) & set(THROUGHPUT_COLUMNS):
+        out.append(probe_note(table))
     return "\n".join(out)
 
 

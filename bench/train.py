@@ -73,6 +73,7 @@ class TrainResult:
     grad_norms: list = field(default_factory=list)  # encoder gradient norm at those steps
     best: dict | None = None  # the evaluated epoch best on eval.select: epoch, step, metric, value, metrics
     stopped_early: int | None = None  # the epoch after which train.patience stopped training
+    step_seconds: list = field(default_factory=list)  # timed seconds of each step (the steady-state step time)
 
 
 @dataclass
@@ -322,6 +323,7 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
         for batch in iterate_batches(dataset.train_x, dataset.train_y, cfg.train.batch_size, shuffle=True,
                                      generator=shuffle_rng, texts=dataset.train_text, start=progress.batch,
                                      local_rows=runner.local_rows):
+            timed_before = watch.seconds
             with watch, contextlib.ExitStack() as amp:
                 batch = batch.to(device)
                 amp.enter_context(autocast(cfg.train.precision, device))  # the forward and loss only
@@ -349,6 +351,7 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                 rewire = None
                 if rewirer is not None and rewirer.schedule.due(result.steps + 1):
                     rewire = rewirer.rewire(result.steps + 1, *runner.rewire_inputs(h.detach(), batch.targets))
+            result.step_seconds.append(watch.seconds - timed_before)
             # gradient flow into the encoder (the gradients stay until the next step's zero_grad;
             # measured outside the timed section so it costs no throughput)
             encoder_norm = grad_norm(model.encoder)
@@ -371,6 +374,8 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
             if result.steps % cfg.train.log_every == 0:
                 result.grad_norm_steps.append(result.steps)
                 result.grad_norms.append(encoder_norm)
+            # W&B also gets the first and the last step: a run shorter than log_every still has a loss curve
+            if result.steps % cfg.train.log_every == 0 or result.steps in (1, steps_total):
                 bar.set_postfix(loss=f"{value:.4f}")
                 extra = {"train/aux_loss": aux_loss.item(), "train/aux_weight": alpha} if alpha > 0 else {}
                 tracker.log({"train/loss": value, "train/lr_classifier": schedulers[1].get_last_lr()[0],

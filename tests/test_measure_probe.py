@@ -4,7 +4,8 @@ throughputs measured at different moments of a drifting machine apart)."""
 import pytest
 import torch
 
-from bench.measure import machine_speed, probe_spread, steady_step_seconds
+from bench.measure import machine_speed, steady_step_seconds
+from bench.record import probe_spread
 
 
 def test_probe_reports_positive_rates():

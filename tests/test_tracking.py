@@ -22,6 +22,7 @@ def test_wandb_failure_is_a_warning_and_the_record_survives(tmp_path, monkeypatc
         raise RuntimeError("no network")
 
     monkeypatch.setattr(wandb, "init", broken_init)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # online mode checks the server: a local closed port
     with pytest.warns(UserWarning, match="W&B .* could not start"):
         tracker = Tracker(tmp_path / "runs.jsonl", "online", tmp_path / "wandb", "p", "run2", {})
     tracker.finish({"run_id": "run2", "status": "ok"})
