@@ -429,19 +429,21 @@ def resolve(overrides: list[str] | dict[str, Any], yaml_path: str | Path | None 
         cfg = apply_overrides(cfg, get_method(method).overrides)
     cfg = apply_overrides(cfg, user)
     check(cfg)
-    from bench.data.catalog import check_dataset_name  # an unknown dataset fails here, before anything runs
+    from bench.data.catalog import check_data  # an unknown dataset fails here, before anything runs
 
-    check_dataset_name(cfg.data.name)
-    return cfg
+    return dataclasses.replace(cfg, data=check_data(cfg.data))
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
     try:
-        values = yaml.safe_load(Path(path).read_text())
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start}): "
+                          "expected a YAML file of config keys") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     if values is None:

@@ -40,8 +40,11 @@ class Tracker:
             import wandb
 
             wandb_dir.mkdir(parents=True, exist_ok=True)
+            # W&B puts its run folders in <dir>/wandb/: hand it the parent of a folder named wandb
+            # so they land in wandb_dir itself (<results_dir>/wandb/run-...), not wandb_dir/wandb/
+            root = wandb_dir.parent if wandb_dir.name == "wandb" else wandb_dir
             run = wandb.init(
-                mode=mode, dir=str(wandb_dir), project=project, id=run_id, name=name or run_id,
+                mode=mode, dir=str(root), project=project, id=run_id, name=name or run_id,
                 group=group or None, config=config, reinit="finish_previous",
                 settings=wandb.Settings(console="off", quiet=True),
             )
