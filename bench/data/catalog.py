@@ -84,7 +84,7 @@ def card_in_folder(path: str, name: str) -> str:
     saying what to give instead when there is none or more than one."""
     folder = Path(path)
     fix = (f"data.path={path} is set but data.name={name!r} is built in and reads no files; "
-           "give data=NAME (a shipped card: `xmc-bench data list`) or data=path/to/NAME.yaml")
+           "give data=NAME (a shipped dataset: `xmc-bench list`) or data=path/to/NAME.yaml")
     if not folder.is_dir():
         raise ConfigError(f"{fix} (and {folder} is not a folder)")
     cards = []
@@ -101,7 +101,7 @@ def card_in_folder(path: str, name: str) -> str:
                           "so which dataset is meant is unclear")
     shipped = [n for n, source in SOURCES.items() if source.folder == folder.name]
     raise ConfigError(f"{fix}: {folder} holds no card file (`xmc-bench data card` writes one)"
-                      + (f"; its name is the folder of data={shipped[0]}" if shipped else ""))
+                      + (f"; did you mean data={shipped[0]} (its card's folder is {folder.name})?" if shipped else ""))
 
 
 def check_dataset_name(name: str) -> None:
