@@ -145,20 +145,6 @@ class RunLock:
                 return self
             os.close(fd)
 
-    def held_elsewhere(self) -> bool:
-        """Whether another process holds the lock now (a check only: nothing is taken)."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-
     def release(self) -> None:
         """Remove the lock file (while still holding it), drop the lock, and remove the
         ``checkpoints`` folder when nothing else is left in it."""
