@@ -10,12 +10,16 @@ this module stores a dict of tensors and plain values and hands it back:
 - the newest ``keep`` checkpoints are kept;
 - loading tries the newest first; a damaged file is reported and the one before it is tried.
 
+``RunLock`` keeps a second process from running a configuration while one runs it (two runs
+sharing one checkpoint folder would overwrite each other's checkpoints and record twice).
+
 The RNG states of the process (torch CPU and CUDA, Python ``random``) are captured here too, so
 a resumed run draws the same dropout masks as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import re
@@ -27,6 +31,7 @@ from pathlib import Path
 import torch
 
 from bench.config import RunConfig, config_hash
+from bench.errors import RunningElsewhere
 
 FORMAT = 1  # bumped when the contents change incompatibly; other formats are skipped with a warning
 _NAME = re.compile(r"step-(\d{8,})\.pt")
@@ -102,6 +107,64 @@ class Checkpoints:
             self.folder.parent.rmdir()
         except OSError:  # other configurations still have checkpoints there
             pass
+
+
+class RunLock:
+    """At most one process runs a configuration at a time: an exclusive ``flock`` on
+    ``<results_dir>/checkpoints/<config_hash>.lock`` (beside the configuration's checkpoint
+    folder, so that removing the checkpoints never removes the lock), held for the whole run.
+    The kernel releases it when its process dies, however it dies; the file is removed on
+    ``release``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> "RunLock":
+        return cls(Path(cfg.results_dir) / "checkpoints" / f"{config_hash(cfg)}.lock")
+
+    def acquire(self) -> "RunLock":
+        """Take the lock, or raise ``RunningElsewhere`` at once when another process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise RunningElsewhere(
+                    f"this configuration is being run by another process now (it holds {self.path}); "
+                    "not starting a second run of it") from None
+            try:  # the holder before us may have removed the file after we opened it: lock the one in place
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for a person looking
+                return self
+            os.close(fd)
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding it), drop the lock, and remove the
+        ``checkpoints`` folder when nothing else is left in it."""
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+        try:
+            self.path.parent.rmdir()
+        except OSError:  # checkpoints or other configurations' locks are still there
+            pass
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def _mismatch(state, digest: str) -> str | None:

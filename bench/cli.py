@@ -36,7 +36,8 @@ def cmd_run(args) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports the run
         return 0 if record["status"] == "ok" else 1
     if record["status"] != "ok":
-        print(f"run {record['run_id']} failed: {record['reason']}", file=sys.stderr)
+        where = f" at step {record['failed_at_step']}" if "failed_at_step" in record else ""
+        print(f"run {record['run_id']} failed: {record['reason']}{where}", file=sys.stderr)
         return 1
     metrics = " ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items() if not k.startswith("R@"))
     print(f"{record['method']} L={record['num_labels']}: {metrics}")
@@ -97,7 +98,7 @@ def cmd_sweep(args) -> int:
         skipped = len(runs) - len(jobs)
     else:
         group, records, skipped = run_configs(spec.name, runs, workers=args.workers, skip_finished=not args.no_skip)
-    print(f"sweep {spec.name}: {len(runs)} configurations, {skipped} already finished (skipped), "
+    print(f"sweep {spec.name}: {len(runs)} configurations, {skipped} already finished or running elsewhere (skipped), "
           f"{len(records)} run, {sum(r.get('status') != 'ok' for r in records)} failed")
     results_dir = resolve(runs[0]).results_dir
     _write_report(Path(args.report or _default_out(results_dir, f"{spec.name}.md")),
@@ -462,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except BenchError as err:
         print(f"xmc-bench: error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)  # a run locked by another process: 75, which a sweep counts as skipped
 
 
 if __name__ == "__main__":

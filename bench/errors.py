@@ -24,3 +24,9 @@ class DataFormatError(BenchError):
         self.path, self.line = str(path), line
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {message}")
+
+
+class RunningElsewhere(BenchError):
+    """Another process is running this configuration now (``bench.checkpoint.RunLock``)."""
+
+    exit_code = 75  # EX_TEMPFAIL: a sweep child that exits so was not run and did not fail

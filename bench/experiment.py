@@ -3,7 +3,8 @@
 Whatever happens once it starts, a record is written (``bench.record``): ``status=ok`` with
 metrics, or ``status=failed`` with the reason (``nan`` for a non-finite loss, ``oom`` for out of
 memory, else the error). A results directory the record could not be written to stops the run
-before anything is loaded or trained.
+before anything is loaded or trained, and so does another process running the same
+configuration now (``bench.checkpoint.RunLock``: ``RunningElsewhere``, and no record).
 
 With ``checkpoint.enabled``, a configuration that has checkpoints (an earlier attempt was killed
 or failed) continues from its newest loadable one (``checkpoint.resume=auto``) and its record
@@ -14,6 +15,7 @@ says so (``resumed_from``); a failed run keeps its checkpoints and names the new
 from __future__ import annotations
 
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from bench.checkpoint import Checkpoints
+from bench.checkpoint import Checkpoints, RunLock
 from bench.config import RunConfig, to_dict
 from bench.data.catalog import load_dataset
 from bench.data.propensity import jain_propensity
@@ -32,7 +34,7 @@ from bench.models.xmc import build_classifier, build_model, init_bias_to_prior
 from bench.record import (check_writable, mark_failed, mark_finished, mark_ok, new_record, new_run_id, records_path,
                           utc_time)
 from bench.tracking import Tracker
-from bench.train import NonFiniteLoss, train
+from bench.train import NonFiniteLoss, schedule_warnings, train
 
 
 def pick_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -157,8 +159,19 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.seed)
     rank, world = init_from_env()  # (0, 1) unless started by torchrun
+    lock = None
     if rank == 0:  # before anything is trained: the record must have somewhere to go
         check_writable(cfg.results_dir)
+        # and no other process may be running this configuration (RunningElsewhere, no record)
+        lock = RunLock.of(cfg).acquire()
+    try:
+        return _run(cfg, run_id, group, sweep, started, rank, world)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(cfg: RunConfig, run_id: str, group: str, sweep: str, started: float, rank: int, world: int) -> dict:
     device = pick_device(cfg.train.device, rank if world > 1 else None)
     # the machine's speed now and at the end (before the memory measurement starts, after it stops):
     # reports compare throughputs only between runs that saw a similar machine
@@ -198,6 +211,10 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
                                      "shard_init": os.environ.get(SHARD_INIT_ENV) or "own",
                                      "memory": "rank 0's process and classifier shard"}
         model = build_model_for(cfg, dataset, positive_fraction, parallel)
+        for warning in schedule_warnings(cfg, dataset.num_train):  # said now, kept in the record
+            record.setdefault("warnings", []).append(warning)
+            if rank == 0:
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
         model = model.to(device)
         if cfg.aux.scale > 0:
             aux, record["aux"] = build_aux(cfg, dataset, model, device)
@@ -232,7 +249,8 @@ def run_experiment(cfg: RunConfig, run_id: str | None = None, group: str = "", s
         latest = Checkpoints.of(cfg).latest() if cfg.checkpoint.enabled else None
         # a kept checkpoint is the last good state, for a rerun to resume from
         mark_failed(record, failure_reason(err), error=error, memory=memory,
-                    **({"checkpoint": str(latest)} if latest is not None else {}))
+                    **({"checkpoint": str(latest)} if latest is not None else {}),
+                    **({"failed_at_step": err.step} if isinstance(err, NonFiniteLoss) and err.step else {}))
     mark_finished(record, started)
     tracker.finish(record)
     if record["status"] == "ok" and cfg.checkpoint.enabled and world == 1:  # a later run starts afresh

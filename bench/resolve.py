@@ -7,6 +7,7 @@ because it needs all three; ``bench.config`` itself knows none of them.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ def resolve(overrides: list[str] | dict[str, Any], yaml_path: str | Path | None 
     overrides. ``method`` and ``data`` may come from either user source."""
     # imported here, not at the top: the data rooms load torch, which `import bench.sweep` avoids
     from bench.data.cards import card_recommended
-    from bench.data.catalog import check_dataset_name
+    from bench.data.catalog import check_data
 
     user: dict[str, Any] = {}
     if yaml_path is not None:
@@ -33,5 +34,5 @@ def resolve(overrides: list[str] | dict[str, Any], yaml_path: str | Path | None 
     cfg = apply_overrides(cfg, card_recommended(str(user_data) if user_data is not None else cfg.data.name))
     cfg = apply_overrides(cfg, user)
     check(cfg)
-    check_dataset_name(cfg.data.name)  # an unknown dataset fails here, before anything runs
-    return cfg
+    # an unknown dataset fails here, before anything runs; data.path alone finds its folder's card
+    return dataclasses.replace(cfg, data=check_data(cfg.data))

@@ -124,8 +124,11 @@ class Tracker:
             import wandb
 
             a["wandb_dir"].mkdir(parents=True, exist_ok=True)
+            # W&B puts its run folders in <dir>/wandb/: hand it the parent of a folder named wandb
+            # so they land in wandb_dir itself (<results_dir>/wandb/run-...), not wandb_dir/wandb/
+            root = a["wandb_dir"].parent if a["wandb_dir"].name == "wandb" else a["wandb_dir"]
             run = wandb.init(
-                mode=mode, dir=str(a["wandb_dir"]), project=a["project"], id=resume_id or a["run_id"],
+                mode=mode, dir=str(root), project=a["project"], id=resume_id or a["run_id"],
                 resume="allow" if resume_id else None, name=a["name"] or a["run_id"],
                 group=a["group"] or None, config=a["config"], reinit="finish_previous",
                 settings=wandb.Settings(console="off", quiet=True),

@@ -53,7 +53,11 @@ def add_step_hook(hook: Callable[[int], None]) -> Callable[[], None]:
 
 
 class NonFiniteLoss(FloatingPointError):
-    """The training loss became NaN or Inf."""
+    """The training loss became NaN or Inf at optimiser step ``step``."""
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step
 
 
 @dataclass
@@ -237,6 +241,19 @@ def total_steps(cfg: RunConfig, num_train: int) -> tuple[int, int]:
     return cfg.train.epochs * per_epoch, cfg.train.epochs
 
 
+def schedule_warnings(cfg: RunConfig, num_train: int) -> list[str]:
+    """What makes a run's schedule unable to learn, said before it trains: a warm-up as long as
+    the run or longer keeps the learning rate ramping up for the whole run (``warmup_cosine``
+    cuts it to one step short of the end), so every method scores about the same."""
+    steps, _ = total_steps(cfg, num_train)
+    if cfg.train.warmup_steps >= steps:
+        return [f"train.warmup_steps={cfg.train.warmup_steps} >= the run's {steps} optimiser steps "
+                f"({num_train} training points, train.batch_size={cfg.train.batch_size}, "
+                f"train.epochs={cfg.train.epochs}, train.max_steps={cfg.train.max_steps}): the whole run is "
+                "learning-rate warm-up; train longer or lower train.warmup_steps"]
+    return []
+
+
 @torch.no_grad()
 def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device,
              filtered=None, texts=None, parallel=None) -> tuple[dict, int, float]:
@@ -359,7 +376,7 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
             # the ranks' shares, so every rank sees the global values
             value, total = runner.sum_value(main_loss).item(), runner.sum_value(loss).item()
             if not math.isfinite(total):  # raised before any checkpoint of this step is written
-                raise NonFiniteLoss(f"training loss became {total} at step {result.steps + 1}")
+                raise NonFiniteLoss(f"training loss became {total} at step {result.steps + 1}", result.steps + 1)
             result.steps += 1
             result.train_samples += runner.batch_size(batch)
             progress.batch += 1

@@ -36,7 +36,7 @@ def test_offline_wandb_run_directory_is_written(tiny_overrides, tmp_path):
     overrides = [o for o in tiny_overrides if not o.startswith("tracking.wandb")]
     assert main(["run", "method=dense", *overrides, "tracking.wandb=offline"]) == 0
     (record,) = _records(tmp_path)
-    runs = list((tmp_path / "results" / "wandb" / "wandb").glob("offline-run-*"))
+    runs = list((tmp_path / "results" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and record["run_id"] in runs[0].name
     assert any(runs[0].rglob("*.wandb"))  # the offline run's data file, ready for `wandb sync`
 

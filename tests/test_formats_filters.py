@@ -103,6 +103,7 @@ def test_split_format_dataset_carries_its_filter_through_the_cache(tmp_path, mon
     from bench.data.catalog import load_dataset
 
     filtered = _xc_split_folder(tmp_path)
+    monkeypatch.setattr("bench.data.real.check_read_counts", lambda *args: None)  # a toy stand-in for the card's files
     cfg = DataConfig(name="lf-amazontitles-131k", path=str(tmp_path), cache_dir=str(tmp_path / "cache"))
     built = load_dataset(cfg)
     assert (built.num_train, built.num_test, built.num_labels, built.num_features) == (40, 15, 12, 20)
@@ -122,11 +123,12 @@ def test_split_format_dataset_carries_its_filter_through_the_cache(tmp_path, mon
     np.testing.assert_array_equal(cached.test_filter.indices, filtered.indices)
 
 
-def test_run_with_filter_end_to_end(tmp_path, tiny_overrides):
+def test_run_with_filter_end_to_end(tmp_path, tiny_overrides, monkeypatch):
     from bench.resolve import resolve
     from bench.experiment import run_experiment
 
     _xc_split_folder(tmp_path)
+    monkeypatch.setattr("bench.data.real.check_read_counts", lambda *args: None)  # a toy stand-in for the card's files
     keep = [o for o in tiny_overrides if not o.startswith("data.")]
     cfg = resolve([*keep, "method=dense", "data=lf-amazontitles-131k", f"data.path={tmp_path}"])
     record = run_experiment(cfg)

@@ -63,16 +63,18 @@ def test_list_and_data_info_read_the_shipped_cards(installed):
     names = [n.strip() for n in datasets.split(",")]
     assert {"bibtex", "delicious", "stackex-cs", "amazon-670k", "lf-amazontitles-131k"} <= set(names)
 
-    # a tiny folder under Bibtex's file names: `data info` reads it as bibtex, with the card's A/B
+    # a stand-in folder under Bibtex's file names, with the card's counts (files are checked
+    # against them): `data info` reads it as bibtex, with the card's A/B
     folder = work / "bibtex-files"
     folder.mkdir()
-    x = CSR.from_rows([[0, 2], [1], [2, 3], [0]], 4, values=[[1.0, 1.0], [1.0], [1.0, 1.0], [1.0]])
-    y = CSR.from_rows([[0], [1, 2], [2], [0, 1]], 3)
-    write_mulan_xml(folder / "bibtex.xml", ["a", "b", "c"])
-    for split in ("train", "test"):
-        write_arff(folder / f"bibtex-{split}.arff", x, y, label_names=["a", "b", "c"])
+    labels = [f"t{i}" for i in range(159)]
+    write_mulan_xml(folder / "bibtex.xml", labels)
+    for split, n in (("train", 4880), ("test", 2515)):
+        x = CSR.from_rows([[i % 1836] for i in range(n)], 1836, values=[[1.0]] * n)
+        y = CSR.from_rows([[i % 159] for i in range(n)], 159)
+        write_arff(folder / f"bibtex-{split}.arff", x, y, label_names=labels)
     info = json.loads(_run(["-m", "bench.cli", "data", "info", "bibtex", "--path", str(folder), "--json"], work, env))
-    assert info["num_train"] == 4 and info["num_labels"] == 3
+    assert info["num_train"] == 4880 and info["num_labels"] == 159
     card = yaml.safe_load((site / "bench" / "cards" / "bibtex.yaml").read_text())
     assert info["propensity"] == {"A": card["propensity"]["A"], "B": card["propensity"]["B"],
                                   "card": str(site / "bench" / "cards" / "bibtex.yaml")}

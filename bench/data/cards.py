@@ -48,6 +48,7 @@ class Source:
     train_labels: str = ""  # text: the training label-name lines
     test_labels: str = ""  # text: the test label-name lines
     title_only: bool = False  # lf: a record's text is its title alone (data.title_only), not title + content
+    counts: tuple[tuple[str, int], ...] = ()  # the card's checked counts (statistics), see check_read_counts
 
 
 def cards_dir():
@@ -198,7 +199,37 @@ def source_of(card: dict, base=None) -> Source:
         xml=files.get("xml", ""), labels_by=card.get("labels_by", "name"), features=card["features"],
         test_filter=files.get("test_filter", ""), texts=tuple(files.get("texts", ())),
         train_labels=files.get("train_labels", ""), test_labels=files.get("test_labels", ""),
+        counts=tuple((key, value) for key, value in card["statistics"].items()
+                     if key in (*COUNTS, "num_points") and isinstance(value, int) and not isinstance(value, bool)),
     )
+
+
+def check_read_counts(name: str, source: Source, folder: Path, parts: list) -> None:
+    """Raise a ``DataFormatError`` naming the file when the files just read do not hold the
+    counts the card of ``name`` states (a file truncated at a line boundary reads cleanly
+    otherwise). ``parts`` are the reader's (features, labels) per file, before any split:
+    with an official split the train and test files are checked against ``num_train`` and
+    ``num_test``; a single file against ``num_points`` (or ``num_train + num_test``); every
+    file against ``num_features`` and ``num_labels``. Counts the card leaves ``unverified``
+    are not checked."""
+    stated = dict(source.counts)
+    if not stated:
+        return
+    card = f"card {name}.yaml"
+    files = [(source.train, "num_train" if source.test else "num_points")]
+    if source.test:
+        files.append((source.test, "num_test"))
+    if not source.test and "num_points" not in stated and {"num_train", "num_test"} <= set(stated):
+        stated["num_points"] = stated["num_train"] + stated["num_test"]
+    for (file, rows_key), (x, y) in zip(files, parts):
+        found = {rows_key: x.num_rows, "num_features": x.num_cols, "num_labels": y.num_cols}
+        wrong = [f"{key} {value} (the {card} says statistics.{key}: {stated[key]})"
+                 for key, value in found.items() if key in stated and stated[key] != value]
+        if wrong:
+            path = Path(folder) / file  # a file, or the prefix of a split's files (xc-split, lf)
+            raise DataFormatError(path if path.exists() else f"{path}_*", None, "holds " + ", ".join(wrong)
+                                  + "; a truncated or different file? (the counts are as the files are read, "
+                                  "before any split)")
 
 
 def check_against_card(stats: dict, card: dict) -> None:

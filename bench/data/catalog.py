@@ -3,6 +3,7 @@ the others come from their cards (``bench.data.cards``): a new dataset is a new 
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from pathlib import Path
 
@@ -10,10 +11,11 @@ from bench.config import DataConfig
 from bench.data.cards import card_names, is_card_file, load_card, read_card, source_of
 from bench.data.cache import load_cached, store
 from bench.data.real import load_source
-from bench.errors import ConfigError, UnknownNameError
+from bench.errors import ConfigError, DataFormatError, UnknownNameError
 from bench.registry import Registry
 
 DATASETS = Registry("dataset")
+BUILT_IN = ("synthetic", "synthetic-text")  # made in memory: data.path means nothing to them
 
 
 @DATASETS.register("synthetic")
@@ -65,6 +67,42 @@ def dataset_builder(name: str):
     except UnknownNameError as err:
         raise ConfigError(f"config key 'data.name': {err}; or give a card file, data=path/to/NAME.yaml "
                           "(`xmc-bench data card` writes one)") from None
+
+
+def check_data(cfg: DataConfig) -> DataConfig:
+    """``cfg`` with its dataset settled before anything runs: a ``data.path`` given without a
+    dataset that reads files (``data.name`` still a built-in synthetic one, which would ignore
+    the folder) names the card file in that folder (``DIR/NAME.yaml``), or is a
+    ``ConfigError``; then the dataset name is checked (``check_dataset_name``)."""
+    if cfg.path and cfg.name in BUILT_IN:
+        cfg = dataclasses.replace(cfg, name=card_in_folder(cfg.path, cfg.name))
+    check_dataset_name(cfg.name)
+    return cfg
+
+
+def card_in_folder(path: str, name: str) -> str:
+    """The one card file (``*.yaml`` that reads as a card) in folder ``path``; a ``ConfigError``
+    saying what to give instead when there is none or more than one."""
+    folder = Path(path)
+    fix = (f"data.path={path} is set but data.name={name!r} is built in and reads no files; "
+           "give data=NAME (a shipped dataset: `xmc-bench list`) or data=path/to/NAME.yaml")
+    if not folder.is_dir():
+        raise ConfigError(f"{fix} (and {folder} is not a folder)")
+    cards = []
+    for candidate in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        try:
+            read_card(candidate)
+        except DataFormatError:
+            continue  # another YAML file (a config, a sweep): not a card
+        cards.append(candidate)
+    if len(cards) == 1:
+        return str(cards[0])
+    if cards:
+        raise ConfigError(f"{fix}: {folder} holds {len(cards)} cards ({', '.join(c.name for c in cards)}), "
+                          "so which dataset is meant is unclear")
+    shipped = [n for n, source in SOURCES.items() if source.folder == folder.name]
+    raise ConfigError(f"{fix}: {folder} holds no card file (`xmc-bench data card` writes one)"
+                      + (f"; did you mean data={shipped[0]} (its card's folder is {folder.name})?" if shipped else ""))
 
 
 def check_dataset_name(name: str) -> None:

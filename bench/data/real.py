@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.config import DataConfig
-from bench.data.cards import Source
+from bench.data.cards import Source, check_read_counts
 from bench.data.dataset import XMCDataset
 from bench.data.formats import READERS, read_filter
 from bench.errors import BenchError, ConfigError
@@ -54,6 +54,7 @@ def load_source(name: str, source: Source, cfg: DataConfig) -> XMCDataset:
     folder = source_dir(source, cfg)
     read = READERS.get(source.format).read(folder, source)
     parts = read.parts
+    check_read_counts(name, source, folder, parts)
     meta = {"source": str(folder), "files": [source.train] + ([source.test] if source.test else [])}
     texts = {}
     if source.test:
@@ -115,7 +116,8 @@ def tf_idf(train_x: CSR, test_x: CSR) -> tuple[CSR, CSR]:
     def apply(x: CSR) -> CSR:
         tf = np.ones(x.nnz) if x.data is None else x.data.astype(np.float64)
         if np.any(tf < 0):
-            raise BenchError("tf-idf needs non-negative counts; use features=l2 for signed features")
+            raise BenchError("a negative feature value: the card's `features: tfidf` needs non-negative counts; "
+                             "a card with signed features says `features: l2` (or `as-is`)")
         value = np.where(tf > 0, 1.0 + np.log(np.maximum(tf, 1e-30)), 0.0) * idf[x.indices]
         return l2_normalize(CSR(x.indptr, x.indices, value.astype(np.float32), x.num_cols))
 

@@ -96,7 +96,22 @@ def write_bow(path, features: CSR, labels: CSR, value_format: str = "%.6g") -> N
 @register_reader("xc-bow", files=("train", "test"))
 def read_xc_bow(folder: Path, source) -> Read:
     """The (features, labels) of the ``train`` file and, when the card names one, the ``test`` file."""
-    parts = [read_bow(folder / source.train)]
-    if source.test:
-        parts.append(read_bow(folder / source.test))
+    names = [source.train] + ([source.test] if source.test else [])
+    parts = [read_bow(folder / name) for name in names]
+    if source.features == "tfidf":
+        for name, (x, _) in zip(names, parts):
+            _check_counts(folder / name, x)
     return Read(parts, {}, {})
+
+
+def _check_counts(path, x: CSR) -> None:
+    """tf-idf takes the logarithm of counts: a negative value is a ``DataFormatError`` naming
+    its line and the card field that chose tf-idf."""
+    negative = np.flatnonzero(x.data < 0) if x.data is not None else np.zeros(0, np.int64)
+    if negative.size:
+        first = int(negative[0])
+        row = int(np.searchsorted(x.indptr, first, side="right")) - 1
+        raise DataFormatError(
+            path, row + 2, f"feature {int(x.indices[first])} has the negative value {float(x.data[first]):g}: the "
+            "card's `features: tfidf` needs non-negative counts; a card with signed (dense numeric or already "
+            "weighted) features says `features: l2` (or `as-is`)")
