@@ -9,10 +9,11 @@ targets as sparse label lists (``SparseTargets``). It gives
   torch expression — what the unfused path and the aux branch back-propagate through;
 - ``reduce(total, batch, num_labels)``: the reduction applied to a sum of block totals.
 
-The reduction divides the sum over every (point, label) pair by ``B`` (``sum-over-labels``:
+The reduction divides the sum over every (point, label) pair by ``B`` (``sum_over_labels``:
 each label's weight gradient is independent of L, so one learning rate serves every label-space
 size), by ``B·L`` (``mean``) or by nothing (``sum``). ``num_labels`` is the size of the whole
-label space the loss is taken over (only ``mean`` reads it).
+label space the loss is taken over (only ``mean`` reads it). The names are the config values of
+``train.loss`` / ``train.loss_reduction`` (and ``aux.loss`` / ``aux.loss_reduction``).
 
 Adding a loss is one subclass (``sum`` and ``derivative`` of the per-element loss) and one
 ``@register_loss`` line; ``create(name, reduction)`` builds it by name.
@@ -28,7 +29,7 @@ from bench.registry import Registry
 from bench.sparse import SparseTargets
 
 LOSSES = Registry("loss")
-REDUCTIONS = ("sum-over-labels", "mean", "sum")
+REDUCTIONS = ("sum_over_labels", "mean", "sum")
 
 
 def register_loss(name: str):
@@ -36,8 +37,8 @@ def register_loss(name: str):
     return LOSSES.register(name)
 
 
-def create(name: str = "bce", reduction: str = "sum-over-labels") -> "Loss":
-    """``create('squared-hinge', 'mean')``; unknown names fail with a "did you mean" hint."""
+def create(name: str = "bce", reduction: str = "sum_over_labels") -> "Loss":
+    """``create('squared_hinge', 'mean')``; unknown names fail with a "did you mean" hint."""
     return LOSSES.get(name)(reduction)
 
 
@@ -52,7 +53,7 @@ class Loss:
 
     name = "loss"
 
-    def __init__(self, reduction: str = "sum-over-labels"):
+    def __init__(self, reduction: str = "sum_over_labels"):
         if reduction not in REDUCTIONS:
             raise ConfigError(f"loss reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
         self.reduction = reduction
@@ -66,12 +67,19 @@ class Loss:
         raise NotImplementedError
 
     def divisor(self, batch: int, num_labels: int) -> int:
-        if self.reduction == "sum-over-labels":
+        if self.reduction == "sum_over_labels":
             return batch
         return batch * num_labels if self.reduction == "mean" else 1
 
     def reduce(self, total: torch.Tensor, batch: int, num_labels: int) -> torch.Tensor:
         return total / self.divisor(batch, num_labels)
+
+    def share(self, part: int, whole: int, num_labels: int) -> float:
+        """The factor that turns the reduced loss of ``part`` points into their share of the
+        reduced loss of ``whole`` points (``part`` of them): ``part / whole`` when the reduction
+        divides by the batch, 1 for ``sum``. Shares of disjoint parts add up to the whole's loss
+        (gradient accumulation, a rank's local batch)."""
+        return self.divisor(part, num_labels) / self.divisor(whole, num_labels)
 
     def value(self, z: torch.Tensor, targets: SparseTargets, lo: int, hi: int, num_labels: int) -> torch.Tensor:
         """The reduced loss of labels ``[lo, hi)`` (differentiable): the whole loss when the
@@ -105,11 +113,11 @@ class BCE(Loss):
         return torch.sigmoid(z) - y
 
 
-@register_loss("squared-hinge")
+@register_loss("squared_hinge")
 class SquaredHinge(Loss):
     """Squared hinge with targets ``s = ±1``: ``ℓ = max(0, 1 − s·z)²``, ``∂ℓ/∂z = −2·s·max(0, 1 − s·z)``."""
 
-    name = "squared-hinge"
+    name = "squared_hinge"
 
     def sum(self, z, y):
         return torch.clamp(1.0 - (2.0 * y - 1.0) * z, min=0.0).square().sum()
@@ -119,4 +127,4 @@ class SquaredHinge(Loss):
         return -2.0 * sign * torch.clamp(1.0 - sign * z, min=0.0)
 
 
-DEFAULT = BCE("sum-over-labels")  # the loss every run trains with unless told otherwise
+DEFAULT = BCE("sum_over_labels")  # the loss every run trains with unless told otherwise
