@@ -139,7 +139,8 @@ def make_optimizers(model, cfg: RunConfig) -> list[torch.optim.Optimizer]:
            "aux": (t.aux_joins, t.lr_aux, t.weight_decay_aux)}
     exempt = {"encoder": t.no_decay != "none", "classifier": t.no_decay == "all"}
     groups: dict[str, list[dict]] = {"encoder": [], "classifier": []}
-    for name, part in model.parts().items():
+    # the optimiser's own part first: its first group is the one the log's learning rate reads
+    for name, part in sorted(model.parts().items(), key=lambda item: item[0] in own):
         joins, lr, weight_decay = own.get(name, (name, -1.0, -1.0))
         lr = settings[joins][0] if lr < 0 else lr
         weight_decay = settings[joins][1] if weight_decay < 0 else weight_decay
