@@ -231,3 +231,23 @@ def test_accumulating_half_batches_equals_full_batches(reduction):
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert half.final_loss == pytest.approx(full.final_loss, rel=1e-5)
+
+
+def test_accumulating_run_resumes_mid_epoch_to_the_same_record(tiny_overrides, tmp_path):
+    """7 batches per epoch, two per step: the checkpoint of step 3 lies after batch 6, so the
+    resumed run starts with the epoch's last, lone batch."""
+    import signal
+
+    from test_checkpoint import RESUMABLE, _last_record, _run
+
+    args = ["method=ffi-set-aux", *[o for o in tiny_overrides if not o.startswith("results_dir")], *RESUMABLE,
+            "train.grad_accum=2"]
+    killed = _run(args, tmp_path / "killed", kill_at=3)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert _run(args, tmp_path / "killed").returncode == 0
+    assert _run(args, tmp_path / "straight").returncode == 0
+    got, want = _last_record(tmp_path / "killed"), _last_record(tmp_path / "straight")
+    assert got["resumed_from"]["step"] == 3 and want["steps"] == 8
+    for key in ("metrics", "epochs", "steps", "final_train_loss", "gradient_flow"):
+        assert got[key] == want[key], key
+    assert got["aux"]["active_steps"] == want["aux"]["active_steps"] > 3
