@@ -439,10 +439,12 @@ def _aux_cutoff_in_its_unit(cfg: RunConfig) -> str | None:
 
 
 def _prior_bias_needs_bce(cfg: RunConfig) -> str | None:
-    hinge = [k for k in ("train.loss", "aux.loss") if _get(cfg, k) != "bce" and (k == "train.loss" or cfg.aux.scale > 0)]
-    if cfg.model.bias_init == "prior" and hinge:
+    # the prior is a BCE logit; a hinge-trained layer (or aux branch, when on) starts at zero
+    used = ["train.loss"] + (["aux.loss"] if cfg.aux.scale > 0 else [])
+    other = [key for key in used if _get(cfg, key) != "bce"]
+    if cfg.model.bias_init == "prior" and other:
         return (f"config key 'model.bias_init' is 'prior' (the logit of the label frequency, a BCE start), but "
-                f"{hinge[0]}={_get(cfg, hinge[0])}: set model.bias_init=zero")
+                f"{other[0]}={_get(cfg, other[0])}: set model.bias_init=zero")
 
 
 def _inherit_or_value(cfg: RunConfig) -> str | None:

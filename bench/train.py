@@ -312,7 +312,8 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                                      generator=shuffle_rng, texts=dataset.train_text, start=progress.batch,
                                      local_rows=runner.local_rows):
             # train.grad_accum batches make one optimiser step: the first zeroes the gradients, the last steps
-            first, step_done = progress.batch % accum == 0, (progress.batch + 1) % accum == 0 or progress.batch + 1 == batches
+            first = progress.batch % accum == 0
+            step_done = (progress.batch + 1) % accum == 0 or progress.batch + 1 == batches
             with watch:
                 batch = batch.to(device)
                 z = model.encoder(batch)  # [B, d]

@@ -34,10 +34,10 @@ class XMCModel(nn.Module):
         return self.head_input(self.encoder(batch))
 
     def parts(self) -> dict[str, nn.Module]:
-        """The trained parts present, by name: encoder, intermediate, classifier, aux. Which optimiser each joins is the config's
-        (``train.make_optimizers``): by default the encoder's takes the encoder and the
-        intermediate layer, the classifier's the classifier and the aux meta-classifier (an
-        output layer too)."""
+        """The trained parts present, by name: encoder, intermediate, classifier, aux. Which
+        optimiser each joins is the config's (``train.make_optimizers``): by default the
+        encoder's takes the encoder and the intermediate layer, the classifier's the classifier
+        and the aux meta-classifier (an output layer too)."""
         named = (("encoder", self.encoder), ("intermediate", self.intermediate), ("classifier", self.classifier),
                  ("aux", getattr(self, "aux", None)))
         return {name: part for name, part in named if part is not None}
