@@ -135,12 +135,12 @@ def cmd_report(args) -> int:
     if args.leaderboard:
         from bench.report import leaderboard, load_frame
 
-        text = leaderboard(load_frame(args.results, args.group, args.sweep), args.leaderboard)
+        text = leaderboard(load_frame(args.results, args.group, args.sweep, args.select), args.leaderboard)
         name = f"leaderboard-{Path(args.leaderboard).stem}.md"
     elif args.pivot:
         from bench.report import load_frame, pivot_markdown
 
-        frame = load_frame(args.results, args.group, args.sweep)
+        frame = load_frame(args.results, args.group, args.sweep, args.select)
         if frame.empty:
             raise BenchError(f"no finished runs in {args.results} to pivot")
         try:
@@ -149,14 +149,14 @@ def cmd_report(args) -> int:
             raise BenchError(str(err)) from None
         name = "pivot.md"
     else:
-        text = render_report(args.results, group=args.group, sweep=args.sweep, fmt=args.format)
+        text = render_report(args.results, group=args.group, sweep=args.sweep, fmt=args.format, select=args.select)
         name = "results" + {"md": ".md", "latex": ".tex", "html": ".html"}[args.format]
     _write_report(Path(args.out or _default_out(args.results, name)), text)
     if args.figures:
         from bench.figures import render_figures
         from bench.report import load_frame
 
-        paths = render_figures(load_frame(args.results, args.group, args.sweep), args.figures)
+        paths = render_figures(load_frame(args.results, args.group, args.sweep, args.select), args.figures)
         print(f"{len(paths)} figure files written to {args.figures}")
     return 0
 
@@ -176,7 +176,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_data(args) -> int:
     from bench.config import DataConfig, parse_override, resolve
-    from bench.data import cache
+    from bench.data import cache, catalog
 
     overrides = dict(parse_override(o) for o in args.overrides)
     bad = [k for k in overrides if not k.startswith("data.")]
@@ -190,7 +190,7 @@ def cmd_data(args) -> int:
     cfg: DataConfig = resolve(overrides).data
     if args.data_command == "prepare":
         print(f"preparing {cfg.name} into {cache.cache_path(cfg)}")
-        folder = cache.prepare(cfg)
+        folder = catalog.prepare(cfg)
         print(f"cached {cfg.name} at {folder}; `xmc-bench run data={cfg.name}` now loads it from there")
         return 0
     meta = cache.read_meta(cache.cache_path(cfg))
@@ -345,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(P@1 P@3 P@5 PSP@1 PSP@3 PSP@5 peak_bytes classifier_bytes train_samples_per_s epoch_time_s)")
     rep.add_argument("--group", default=None, help="only runs of this suite group")
     rep.add_argument("--sweep", default=None, help="only runs of this sweep (by name)")
+    rep.add_argument("--select", choices=("last", "best"), default="last",
+                     help="which epoch's metrics the tables show: the last, or the best by each run's eval.select "
+                          "(a record without a best epoch shows its last)")
     rep.set_defaults(func=cmd_report)
 
     ev = sub.add_parser("evaluate", help="metrics of a prediction file against a label file (XC sparse text format)")

@@ -71,6 +71,10 @@ def knob(default: Any, doc: str, *, choices: tuple = (), low: float | None = Non
 ACTIVATIONS = ("relu", "gelu", "tanh", "none")
 LOSSES = ("bce", "squared_hinge")  # the names of bench.losses' registry (tests keep them in step)
 LOSS_REDUCTIONS = ("sum_over_labels", "mean", "sum")  # bench.losses.REDUCTIONS
+CLASSIFIER_DTYPES = ("float32", "bfloat16", "float16")
+PRECISIONS = ("fp32", "bf16", "fp16")
+# the ranking metrics a run computes (bench.metrics.METRIC_NAMES at k = 1, 3, 5): what eval.select may name
+SELECT_METRICS = tuple(f"{name}@{k}" for name in ("P", "nDCG", "PSP", "PSnDCG", "R") for k in (1, 3, 5))
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,8 @@ class ModelConfig:
                                 "then takes this size", low=0)
     intermediate_activation: str = knob("relu", "nonlinearity of the intermediate layer", choices=ACTIVATIONS)
     intermediate_dropout: float = knob(0.0, "dropout on the intermediate layer's output", low=0, below=1)
+    classifier_dtype: str = knob("float32", "storage dtype of the classifier's parameters (their gradients and "
+                                            "optimiser state follow)", choices=CLASSIFIER_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,12 @@ class TrainConfig:
     device: str = knob("auto", "where to train", choices=("auto", "cpu", "cuda"))
     fused_loss: bool = knob(True, "classifier loss label chunk by label chunk (no [B, L] logits); false: unfused, "
                                   "for comparison")
+    precision: str = knob("fp32", "forward and loss precision: fp32 | bf16 (autocast) | fp16 (autocast + "
+                                  "GradScaler)", choices=PRECISIONS)
+    patience: int = knob(0, "early stopping: stop after this many evaluations without improvement of "
+                            "train.patience_metric (0: off; needs eval.every_epoch)", low=0)
+    patience_metric: str = knob("", "the metric early stopping watches (\"\": eval.select)",
+                                choices=("", *SELECT_METRICS))
 
 
 @dataclass(frozen=True)
@@ -232,6 +244,7 @@ class EvalConfig:
     propensity_a: float = knob(0.0, "Jain et al. propensity A; 0: the dataset card's value (0.55 without a card)")
     propensity_b: float = knob(0.0, "Jain et al. propensity B; 0: the dataset card's value (1.5 without a card)")
     every_epoch: bool = knob(True, "evaluate after every epoch (else only after the last)")
+    select: str = knob("P@1", "the metric that picks the record's best epoch (`best`)", choices=SELECT_METRICS)
 
 
 @dataclass(frozen=True)
@@ -459,8 +472,28 @@ def _threshold_floor_below_threshold(cfg: RunConfig) -> str | None:
                 f"to the floor), got {cfg.dst.threshold_floor} > {cfg.dst.threshold}")
 
 
+def _metric_within_max_k(cfg: RunConfig) -> str | None:
+    for name, metric in (("eval.select", cfg.eval.select), ("train.patience_metric", cfg.train.patience_metric)):
+        if metric and int(metric.split("@")[1]) > cfg.eval.max_k:
+            return (f"config key {name!r} is {metric!r}, which the run does not compute: eval.max_k is "
+                    f"{cfg.eval.max_k}")
+
+
+def _patience_needs_every_epoch(cfg: RunConfig) -> str | None:
+    if cfg.train.patience > 0 and not cfg.eval.every_epoch:
+        return (f"config key 'train.patience' is {cfg.train.patience}, which needs eval.every_epoch=true "
+                f"(early stopping counts evaluations), got eval.every_epoch=false")
+
+
+def _fp16_storage_under_fp16(cfg: RunConfig) -> str | None:
+    if cfg.train.precision == "fp16" and cfg.model.classifier_dtype == "float16":
+        return ("config key 'model.classifier_dtype' is float16, which train.precision=fp16 cannot train: its "
+                "GradScaler cannot unscale float16 gradients; use model.classifier_dtype=bfloat16 or float32")
+
+
 CROSS_RULES: tuple[Callable[[RunConfig], str | None], ...] = (
     _something_trains, _rewiring_window, _cluster_groups_need_ffi_group, _aux_cutoff_in_its_unit,
+    _metric_within_max_k, _patience_needs_every_epoch, _fp16_storage_under_fp16,
     _prior_bias_needs_bce, _inherit_or_value, _threshold_floor_below_threshold)
 
 

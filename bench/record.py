@@ -23,6 +23,7 @@ from bench.errors import BenchError
 
 RECORDS_FILE = "runs.jsonl"
 METRIC_COLUMNS = ("P@1", "P@3", "P@5", "PSP@1", "PSP@3", "PSP@5")
+SELECTIONS = ("last", "best")  # which epoch's metrics a table shows
 
 
 def new_run_id() -> str:
@@ -55,6 +56,8 @@ def mark_ok(record: dict, result, log_every: int, memory: dict) -> dict:
     record.update(
         status="ok",
         metrics=result.metrics,
+        best=result.best,
+        stopped_early=result.stopped_early,
         epochs=result.epochs,
         steps=result.steps,
         final_train_loss=result.final_loss,
@@ -178,17 +181,34 @@ def _json_default(obj: Any):
 
 # -- records as a table -----------------------------------------------------------------------
 
-def frame_row(record: dict) -> dict:
-    """The table columns of one ``ok`` record (reports and figures read these, not the record)."""
+def selected_metrics(record: dict, select: str = "last") -> tuple[dict, int | None]:
+    """``(metrics, epoch)`` of the epoch ``select`` names: ``last`` (the record's ``metrics``) or
+    ``best`` (its ``best`` entry; a record written before ``best`` existed reads as its last)."""
+    if select not in SELECTIONS:
+        raise BenchError(f"select must be one of {', '.join(SELECTIONS)}, got {select!r}")
+    epochs = record.get("epochs") or []
+    evaluated = [e for e in epochs if e.get("metrics")]
+    last_epoch = evaluated[-1].get("epoch") if evaluated else None
+    best = record.get("best")
+    if select == "best" and best:
+        return best.get("metrics") or {}, best.get("epoch")
+    return record.get("metrics") or {}, last_epoch
+
+
+def frame_row(record: dict, select: str = "last") -> dict:
+    """The table columns of one ``ok`` record (reports and figures read these, not the record);
+    the metric columns are those of the ``select`` epoch (``selected_metrics``)."""
     memory, throughput, config = record.get("memory") or {}, record.get("throughput") or {}, record.get("config") or {}
     epochs = record.get("epochs") or []
+    metrics, metrics_epoch = selected_metrics(record, select)
     return {
         "run_id": record["run_id"], "group": record.get("group", ""), "sweep": record.get("sweep", ""),
         "finished_at": record.get("finished_at", ""), "method": record["method"],
         "dataset": (record.get("dataset") or {}).get("name", config.get("data", {}).get("name", "")),
         "labels": record.get("num_labels"), "seed": record.get("seed"),
         "fan_in": config.get("model", {}).get("fan_in"), "embed_dim": config.get("model", {}).get("embed_dim"),
-        **{m: (record.get("metrics") or {}).get(m) for m in METRIC_COLUMNS},
+        **{m: metrics.get(m) for m in METRIC_COLUMNS},
+        "metrics_epoch": metrics_epoch,
         "peak_bytes": memory.get("peak_bytes"),
         "classifier_bytes": (memory.get("classifier") or {}).get("total"),
         "train_samples_per_s": throughput.get("train_samples_per_s"),
@@ -199,8 +219,9 @@ def frame_row(record: dict) -> dict:
     }
 
 
-def records_frame(records: Iterable[dict]):
-    """A ``pandas.DataFrame`` with one row per finished (``ok``) run."""
+def records_frame(records: Iterable[dict], select: str = "last"):
+    """A ``pandas.DataFrame`` with one row per finished (``ok``) run, its metrics those of the
+    ``select`` epoch (``last`` or ``best``)."""
     import pandas as pd  # here, not at the top: a training process writes records without pandas
 
-    return pd.DataFrame([frame_row(r) for r in records if r.get("status") == "ok"])
+    return pd.DataFrame([frame_row(r, select) for r in records if r.get("status") == "ok"])

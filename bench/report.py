@@ -22,6 +22,8 @@ COLUMNS = {
 NOTE = ("P@k and PSP@k in percent (mean ± std over seeds where there are several; best per label-space "
         "size in bold); peak memory is the peak RSS of the run's own process on CPU (allocator peak on "
         "CUDA); classifier memory is analytic (parameters, gradients, optimiser state, indices).\n")
+BEST_NOTE = ("Metrics are each run's best evaluated epoch (by its eval.select metric, test set), not its last "
+             "(runs recorded without a best epoch show their last).\n")
 
 
 def latest_per_seed(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -123,8 +125,11 @@ def to_html(table: pd.DataFrame) -> str:
 RENDERERS = {"md": to_markdown, "latex": to_latex, "html": to_html}
 
 
-def load_frame(results_dir: str | Path, group: str | None = None, sweep: str | None = None) -> pd.DataFrame:
-    frame = records_frame(read_records(records_path(results_dir)))
+def load_frame(results_dir: str | Path, group: str | None = None, sweep: str | None = None,
+               select: str = "last") -> pd.DataFrame:
+    """The ok records of ``results_dir`` as a table; metric columns from each run's ``select``
+    epoch (``last`` or ``best``, see ``bench.record.selected_metrics``)."""
+    frame = records_frame(read_records(records_path(results_dir)), select)
     if group and not frame.empty:
         frame = frame[frame["group"] == group]
     if sweep and not frame.empty:
@@ -133,13 +138,14 @@ def load_frame(results_dir: str | Path, group: str | None = None, sweep: str | N
 
 
 def render_report(results_dir: str | Path, group: str | None = None, sweep: str | None = None,
-                  fmt: str = "md") -> str:
-    """The report of the records in ``results_dir`` (optionally one suite group or one sweep)."""
-    frame = load_frame(results_dir, group, sweep)
+                  fmt: str = "md", select: str = "last") -> str:
+    """The report of the records in ``results_dir`` (optionally one suite group or one sweep),
+    with each run's ``select`` epoch's metrics (``last`` or ``best``)."""
+    frame = load_frame(results_dir, group, sweep, select)
     if frame.empty:
         return f"No finished runs in {records_path(results_dir)}.\n"
     text = RENDERERS[fmt](summary_table(frame))
-    return text + ("\n" + NOTE if fmt == "md" else "")
+    return text + ("\n" + NOTE + (BEST_NOTE if select == "best" else "") if fmt == "md" else "")
 
 
 def pivot_markdown(frame: pd.DataFrame, columns: list[str]) -> str:

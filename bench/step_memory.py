@@ -29,7 +29,7 @@ LAYERS = ("ffi", "dense")
 def measure_step(layer: str, num_labels: int, fan_in: int, dim: int, batch: int, fused: bool,
                  steps: int = 2, labels_per_point: int = 5, seed: int = 0) -> dict:
     """Build the layer, run ``steps`` training steps, return peak bytes over the baseline."""
-    from bench import create_classifier
+    from bench.classifiers import create_classifier
     from bench.measure import current_rss_bytes, peak_rss_bytes
     from bench.sparse import SparseTargets
 

@@ -16,10 +16,16 @@ Checkpoints (``bench.checkpoint``) are written at epoch ends and every ``checkpo
 steps; a run given one's state continues exactly where it stopped: same weights, optimiser
 and schedule state, rewirer generator, RNG states, and the same epoch permutation, with the
 batches already done skipped.
+
+``train.precision``: the forward passes and the loss run under torch autocast (bf16 or fp16; the
+backward, the optimiser steps and rewiring outside it), fp16 with a GradScaler. Each evaluation
+updates the best epoch by ``eval.select``; ``train.patience`` stops training after that many
+evaluations without a gain of ``train.patience_metric``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from dataclasses import asdict, dataclass, field
@@ -70,6 +76,8 @@ class TrainResult:
     aux_seconds: float = 0.0  # time in the aux branch's forward and loss (its backward is in the shared backward)
     grad_norm_steps: list = field(default_factory=list)  # steps of the encoder gradient-norm series (every log_every)
     grad_norms: list = field(default_factory=list)  # encoder gradient norm at those steps
+    best: dict | None = None  # the evaluated epoch best on eval.select: epoch, step, metric, value, metrics
+    stopped_early: int | None = None  # the epoch after which train.patience stopped training
 
 
 @dataclass
@@ -84,21 +92,28 @@ class Progress:
     grad_norms: list = field(default_factory=list)  # the epoch's encoder gradient norms, one per step
 
 
-def training_state(model, optimizers, schedulers, rewirer, progress: Progress, result: TrainResult) -> dict:
+def training_state(model, optimizers, schedulers, rewirer, progress: Progress, result: TrainResult,
+                   scaler=None) -> dict:
     """Everything a resumed run needs to continue as the uninterrupted one would. The sparse
-    connectivity (indices, masks) is in the model's buffers."""
-    return {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
-            "schedulers": [s.state_dict() for s in schedulers],
-            "rewirer": rewirer.state_dict() if rewirer is not None else None,
-            "rng": rng_state(), "progress": asdict(progress), "result": asdict(result)}
+    connectivity (indices, masks) is in the model's buffers; ``scaler``: fp16's GradScaler."""
+    state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+             "schedulers": [s.state_dict() for s in schedulers],
+             "rewirer": rewirer.state_dict() if rewirer is not None else None,
+             "rng": rng_state(), "progress": asdict(progress), "result": asdict(result)}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    return state
 
 
-def restore_training_state(state: dict, model, optimizers, schedulers, rewirer) -> tuple[Progress, TrainResult]:
+def restore_training_state(state: dict, model, optimizers, schedulers, rewirer,
+                           scaler=None) -> tuple[Progress, TrainResult]:
     model.load_state_dict(state["model"])
     for part, saved in zip([*optimizers, *schedulers], [*state["optimizers"], *state["schedulers"]]):
         part.load_state_dict(saved)
     if rewirer is not None:
         rewirer.load_state_dict(state["rewirer"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     return Progress(**state["progress"]), TrainResult(**state["result"])
 
@@ -193,6 +208,68 @@ def aux_cutoff_fraction(aux, steps_total: int, steps_per_epoch: int) -> float:
     return aux.cutoff
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(precision: str, device: torch.device):
+    """The context the forward passes and the loss run in: nothing for ``fp32``, else torch
+    autocast to bfloat16 / float16 on ``device`` (torch's CPU autocast takes both)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in AUTOCAST_DTYPES:
+        raise ConfigError(f"config key 'train.precision' must be one of fp32, bf16, fp16, got {precision!r}")
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def make_scaler(precision: str, device: torch.device):
+    """fp16's loss scaler (float16 gradients underflow without it), or None: fp32 and bf16
+    (bfloat16 has float32's exponent range) need none."""
+    if precision != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type)
+
+
+def step_optimizers(optimizers, scaler=None) -> None:
+    """Every optimiser's step; with fp16's ``scaler`` the gradients are unscaled first (so the
+    recorded gradient norms are the true ones) and a step whose gradients overflowed is skipped."""
+    if scaler is None:
+        for opt in optimizers:
+            opt.step()
+        return
+    for opt in optimizers:
+        scaler.unscale_(opt)
+    for opt in optimizers:
+        scaler.step(opt)
+    scaler.update()
+
+
+def select_best(epochs: list, metric: str) -> dict | None:
+    """The evaluated epoch with the highest ``metric`` (the earliest among equals): its epoch,
+    step, ``metric``, ``value`` and all its ``metrics``; None when no epoch was evaluated."""
+    best = None
+    for entry in epochs:
+        value = (entry.get("metrics") or {}).get(metric)
+        if value is not None and (best is None or value > best["value"]):
+            best = {"epoch": entry["epoch"], "step": entry["step"], "metric": metric, "value": value,
+                    "metrics": entry["metrics"]}
+    return best
+
+
+def evaluations_without_improvement(epochs: list, metric: str) -> int:
+    """How many evaluations since ``metric`` last improved on every earlier one (early stopping's
+    count; read from the history, so a resumed run counts on as the uninterrupted one)."""
+    best, since = None, 0
+    for entry in epochs:
+        value = (entry.get("metrics") or {}).get(metric)
+        if value is None:
+            continue
+        if best is None or value > best:
+            best, since = value, 0
+        else:
+            since += 1
+    return since
+
+
 @torch.no_grad()
 def grad_norm(module) -> float:
     """L2 norm of all of ``module``'s parameter gradients together (0 when none has one)."""
@@ -236,7 +313,7 @@ def evaluate(model, x, y, cfg: RunConfig, inv_propensity: np.ndarray, device,
     metrics = RankingMetrics(y.num_cols, ks=ks, inv_propensity=inv_propensity)
     watch = Stopwatch(device)
     for batch in iterate_batches(x, y, cfg.eval.batch_size, shuffle=False, texts=texts):
-        with watch:
+        with watch, autocast(cfg.train.precision, device):
             batch = batch.to(device)
             extra = 0 if filtered is None else int(filtered.take_rows(batch.rows).row_lengths().max(initial=0))
             _, top_ids = runner.topk(model.features(batch), model.classifier, min(max(ks) + extra, y.num_cols))
@@ -279,6 +356,7 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
     aux_criterion = losses.create(cfg.aux.loss, cfg.aux.loss_reduction)
     rewirer = make_rewirer(model, cfg, steps_total, optimizers[1], seed=runner.seed(cfg.seed),
                            loss=runner.criterion(criterion))
+    scaler = make_scaler(cfg.train.precision, device)
     schedule = warmup_cosine(steps_total, cfg.train.warmup_steps)
     aux_cutoff = aux_cutoff_fraction(cfg.aux, steps_total, per_epoch)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
@@ -287,7 +365,7 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
     carry = [0.0, 0.0, 0.0]  # main, total and aux loss of the batches of the step under way (grad_accum)
     watch, aux_watch = Stopwatch(device), Stopwatch(device)
     if resume is not None:
-        progress, result = restore_training_state(resume, model, optimizers, schedulers, rewirer)
+        progress, result = restore_training_state(resume, model, optimizers, schedulers, rewirer, scaler)
         resume.clear()  # the loaded copy is not kept for the whole run
         watch.seconds, aux_watch.seconds = result.train_seconds, result.aux_seconds
 
@@ -296,7 +374,8 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
         if checkpoints is None or not all(torch.isfinite(p).all() for p in model.parameters()):
             return
         result.train_seconds, result.aux_seconds = watch.seconds, aux_watch.seconds
-        checkpoints.save(training_state(model, optimizers, schedulers, rewirer, progress, result), result.steps)
+        checkpoints.save(training_state(model, optimizers, schedulers, rewirer, progress, result, scaler),
+                         result.steps)
 
     bar = tqdm(total=steps_total, initial=result.steps, desc=cfg.method or cfg.model.classifier, unit="step",
                disable=not sys.stderr.isatty(), leave=False)
@@ -314,8 +393,9 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
             # train.grad_accum batches make one optimiser step: the first zeroes the gradients, the last steps
             first = progress.batch % accum == 0
             step_done = (progress.batch + 1) % accum == 0 or progress.batch + 1 == batches
-            with watch:
+            with watch, contextlib.ExitStack() as amp:
                 batch = batch.to(device)
+                amp.enter_context(autocast(cfg.train.precision, device))  # the forward and loss only
                 z = model.encoder(batch)  # [B, d]
                 h = model.head_input(z)  # [B, d], or [B, m] after an intermediate layer
                 # under torchrun: this shard's labels on the whole global batch
@@ -335,14 +415,14 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                             aux_loss = aux_loss * aux_criterion.share(rows, step_rows, clusters)
                     loss = (1.0 - alpha) * main_loss + alpha * aux_loss
                     result.aux_steps += int(step_done)
+                amp.close()  # autocast ends: backward, steps and rewiring run outside it
                 if first:
                     for opt in optimizers:
                         opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss if scaler is None else scaler.scale(loss)).backward()
                 if step_done:
                     runner.sum_grads(model.encoder, model.intermediate, model.aux)  # the data-parallel parts
-                    for opt in optimizers:
-                        opt.step()
+                    step_optimizers(optimizers, scaler)
                     for sched in schedulers:
                         sched.step()
                     # rewiring is part of training cost, so it runs inside the timed section
@@ -403,10 +483,16 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
             result.metrics, result.eval_samples, result.eval_seconds = metrics, samples, seconds
             tracker.log({f"test/{k}": v for k, v in metrics.items()} | {"epoch": epoch}, step=result.steps)
         result.epochs.append(entry)
+        result.best = select_best(result.epochs, cfg.eval.select)
+        patience_metric = cfg.train.patience_metric or cfg.eval.select
+        if not last and "metrics" in entry and cfg.train.patience \
+                and evaluations_without_improvement(result.epochs, patience_metric) >= cfg.train.patience:
+            result.stopped_early, last = epoch, True
         summary = " ".join(f"{k}={v:.4f}" for k, v in entry.get("metrics", {}).items() if k.startswith("P@"))
         if runner.is_main:
-            print(f"  epoch {epoch}/{epochs} step {result.steps} loss {result.final_loss:.4f} {summary}",
-                  file=sys.stderr, flush=True)
+            print(f"  epoch {epoch}/{epochs} step {result.steps} loss {result.final_loss:.4f} {summary}"
+                  + (f" (early stop: no {patience_metric} gain in {cfg.train.patience} evaluations)"
+                     if result.stopped_early else ""), file=sys.stderr, flush=True)
         if last:  # no checkpoint: the record follows at once
             break
         progress = Progress(epoch + 1, shuffle_state=shuffle_rng.bit_generator.state)

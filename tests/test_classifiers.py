@@ -1,8 +1,8 @@
 """The classifier contract, tested over every registered classifier, then what is particular
 to `masked` (off-mask weights stay zero) and `ffi` (index storage and connectivity).
 
-A new registration is tested here without editing this file; give it small options in
-``SMALL_OPTIONS`` if its defaults do not fit a 16-input layer.
+A new registration is tested here without editing this file: ``helpers.small_classifier``
+gives it the small options (fan-in, density, ...) its factory takes.
 """
 
 from __future__ import annotations
@@ -19,26 +19,13 @@ from bench.classifiers import fixed_fan_in as ffi_module
 from bench.errors import ConfigError, UnknownNameError
 from bench.classifiers import create_classifier, list_classifiers
 from bench.sparse import CSR, SparseTargets
-from helpers import MaxTensorSize
+from helpers import MaxTensorSize, random_targets, small_classifier
 
 D, L, B = 16, 50, 6
-SMALL_OPTIONS = {"masked": {"density": 0.3, "seed": 0}, "ffi": {"fan_in": 5, "seed": 0},
-                 "ffi-group": {"fan_in": 5, "group_size": 4, "seed": 0},  # L = 50: a ragged last group
-                 "head-tail": {"fan_in": 5, "head_labels": 7, "seed": 0}}
 
 
 def make(name, in_features=D, num_labels=L, label_chunk=7):
-    clf = create_classifier(name, in_features, num_labels, **SMALL_OPTIONS.get(name, {}))
-    clf.label_chunk = label_chunk  # several (ragged) chunks in top-k
-    return clf
-
-
-def random_targets(num_rows, num_labels, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    rows = [sorted(torch.randperm(num_labels, generator=g)[: int(n)].tolist())
-            for n in torch.randint(0, 5, (num_rows,), generator=g)]
-    rows[0] = []  # a point without labels
-    return SparseTargets.from_csr(CSR.from_rows(rows, num_labels))
+    return small_classifier(name, in_features, num_labels, label_chunk=label_chunk)
 
 
 def nbytes(tensors):

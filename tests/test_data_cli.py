@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import bench.data.cache as cache
+import bench.data.catalog as catalog
 from bench.cli import main
 from bench.config import DataConfig
 from bench.data.catalog import DATASETS, load_dataset
@@ -27,7 +28,7 @@ def same(a, b):
 
 def test_prepare_then_load_from_cache(tmp_path):
     cfg = DataConfig(**SMALL, cache_dir=str(tmp_path))
-    folder = cache.prepare(cfg, log=lambda *a: None)
+    folder = catalog.prepare(cfg, log=lambda *a: None)
     assert folder == tmp_path / "synthetic"
     assert sorted(p.name for p in folder.iterdir()) == ["labels", "meta.json", "test", "train"]
     assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]  # no temporary folder left
@@ -47,7 +48,7 @@ def test_prepare_then_load_from_cache(tmp_path):
 
 def test_loading_does_not_copy_the_matrices(tmp_path):
     cfg = DataConfig(**{**SMALL, "num_train": 6000, "num_labels": 500}, cache_dir=str(tmp_path))
-    cache.prepare(cfg, log=lambda *a: None)
+    catalog.prepare(cfg, log=lambda *a: None)
     tracemalloc.start()
     dataset = cache.load_cached(cfg)
     _, peak = tracemalloc.get_traced_memory()
@@ -60,7 +61,7 @@ def test_loading_does_not_copy_the_matrices(tmp_path):
 
 def test_failed_prepare_leaves_no_partial_cache_and_keeps_the_old_one(tmp_path, monkeypatch):
     cfg = DataConfig(**SMALL, cache_dir=str(tmp_path))
-    folder = cache.prepare(cfg, log=lambda *a: None)
+    folder = catalog.prepare(cfg, log=lambda *a: None)
     before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     calls = []
 
@@ -73,7 +74,7 @@ def test_failed_prepare_leaves_no_partial_cache_and_keeps_the_old_one(tmp_path, 
     real_save = cache._save
     monkeypatch.setattr(cache, "_save", failing_save)
     with pytest.raises(OSError, match="disk full"):
-        cache.prepare(DataConfig(**{**SMALL, "seed": 5}, cache_dir=str(tmp_path)), log=lambda *a: None)
+        catalog.prepare(DataConfig(**{**SMALL, "seed": 5}, cache_dir=str(tmp_path)), log=lambda *a: None)
     assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]  # the temporary folder is gone
     after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     assert after == before  # the existing cache is untouched
@@ -81,7 +82,7 @@ def test_failed_prepare_leaves_no_partial_cache_and_keeps_the_old_one(tmp_path, 
     fresh = tmp_path / "fresh"
     calls.clear()
     with pytest.raises(OSError):
-        cache.prepare(DataConfig(**SMALL, cache_dir=str(fresh)), log=lambda *a: None)
+        catalog.prepare(DataConfig(**SMALL, cache_dir=str(fresh)), log=lambda *a: None)
     assert list(fresh.iterdir()) == []
 
 
@@ -92,7 +93,7 @@ def test_prepare_rejects_a_dataset_that_disagrees_with_its_card(tmp_path, monkey
             "propensity": {"A": 0.5, "B": 0.4}}
     monkeypatch.setattr(cards, "load_card", lambda name: card)
     with pytest.raises(BenchError, match="num_labels: card says 61, files give 60"):
-        cache.prepare(DataConfig(**SMALL, cache_dir=str(tmp_path)), log=lambda *a: None)
+        catalog.prepare(DataConfig(**SMALL, cache_dir=str(tmp_path)), log=lambda *a: None)
     assert not (tmp_path / "synthetic").exists()
 
 
@@ -119,7 +120,7 @@ def test_run_uses_the_cache(tmp_path, tiny_overrides, monkeypatch):
     from bench.experiment import run_experiment
 
     cfg = resolve([*tiny_overrides, "method=dense", f"data.cache_dir={tmp_path / 'cache'}"])
-    cache.prepare(cfg.data, log=lambda *a: None)
+    catalog.prepare(cfg.data, log=lambda *a: None)
     monkeypatch.setattr(synthetic, "make_synthetic", lambda **kw: pytest.fail("built instead of read from the cache"))
     record = run_experiment(cfg)
     assert record["status"] == "ok", record.get("error")
@@ -135,7 +136,7 @@ def test_cached_propensities_hand_example(tmp_path, monkeypatch):
     x = CSR.from_rows([[0]] * 4, 2, values=[[1.0]] * 4)
     hand = XMCDataset("hand", x, y, x.take_rows(np.array([0])), y.take_rows(np.array([0])))
     monkeypatch.setitem(DATASETS._entries, "hand", lambda cfg: hand)
-    folder = cache.prepare(DataConfig(name="hand", cache_dir=str(tmp_path)), log=lambda *a: None)
+    folder = catalog.prepare(DataConfig(name="hand", cache_dir=str(tmp_path)), log=lambda *a: None)
     labels = cache.load_label_table(folder)
     np.testing.assert_array_equal(labels["train_count"], [3, 1, 0])
     # Jain et al., A = 0.55, B = 1.5, N = 4: C = (ln 4 - 1)(B + 1)^A = 0.386294 * 1.655264 = 0.639419

@@ -2,7 +2,6 @@
 the same global batch (loss, encoder gradients, classifier gradients, top-k); and whole runs
 under torchrun from the CLI."""
 
-import json
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import torch.multiprocessing as mp
 from bench import create_classifier
 from bench.distributed import keep_label_rows, label_shard, sharded_loss, sharded_topk, sum_encoder_grads
 from bench.sparse import SparseTargets
+from helpers import run_records
 
 D, L, B, IN = 12, 23, 10, 7  # L odd: unequal shards; B split 6 + 4
 
@@ -92,7 +92,7 @@ def _torchrun(overrides, env=None):
 
 
 def _records(tmp_path):
-    return [json.loads(line) for line in (tmp_path / "results" / "runs.jsonl").read_text().splitlines()]
+    return run_records(tmp_path / "results")
 
 
 def test_torchrun_run_equals_one_process(tiny_overrides, tmp_path):

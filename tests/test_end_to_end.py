@@ -4,15 +4,15 @@ import pytest
 
 from bench import list_methods
 from bench.cli import main
-from bench.record import read_records
 from bench.sweep import SweepSpec, run_configs
+from helpers import run_records
 
 RECORD_FIELDS = {"run_id", "config_hash", "method", "config", "dataset", "num_labels", "metrics",
                  "memory", "throughput", "wall_time_s", "status", "environment", "seed", "epochs"}
 
 
 def _records(tmp_path):
-    return list(read_records(tmp_path / "results" / "runs.jsonl"))
+    return run_records(tmp_path / "results")
 
 
 @pytest.mark.parametrize("method", list_methods())

@@ -10,28 +10,21 @@ import torch
 from bench.classifiers.base import label_tensors
 from bench.classifiers import create_classifier, list_classifiers
 from bench.sparse import CSR, SparseTargets
-from helpers import MaxTensorSize
+import helpers
+from helpers import MaxTensorSize, small_classifier
 
 D, L, B = 16, 50, 6
-SMALL_OPTIONS = {"masked": {"density": 0.3, "seed": 0}, "ffi": {"fan_in": 5, "seed": 0},
-                 "ffi-group": {"fan_in": 5, "group_size": 4, "seed": 0},  # chunks of 7 labels start mid-group
-                 "head-tail": {"fan_in": 5, "head_labels": 7, "seed": 0}}
 
 
 def make(name, num_labels=L, label_chunk=7, **kw):
-    clf = create_classifier(name, D, num_labels, **(SMALL_OPTIONS.get(name, {}) | kw))
-    clf.label_chunk = label_chunk
+    clf = small_classifier(name, D, num_labels, label_chunk=label_chunk, **kw)
     with torch.no_grad():  # a non-zero bias, so its gradient path is exercised
         clf.bias.copy_(torch.linspace(-2, 1, num_labels))
     return clf
 
 
 def random_targets(num_rows, num_labels, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    rows = [sorted(torch.randperm(num_labels, generator=g)[: int(n)].tolist())
-            for n in torch.randint(0, 6, (num_rows,), generator=g)]
-    rows[0] = []  # a point without labels
-    return SparseTargets.from_csr(CSR.from_rows(rows, num_labels))
+    return helpers.random_targets(num_rows, num_labels, seed, max_per_row=5)
 
 
 def loss_and_grads(clf, h, targets, fused, scale=1.0):

@@ -10,6 +10,7 @@ import pytest
 from test_transformer_encoder import tiny_bert  # noqa: F401  (the fixture: a tiny random BERT)
 
 import bench.data.cache as cache
+import bench.data.catalog as catalog
 from bench.cli import main
 from bench.config import DataConfig
 from bench.data.catalog import load_dataset
@@ -143,7 +144,7 @@ def test_prepare_then_load_cached_keeps_the_texts(lf_folder, tmp_path, monkeypat
 
     monkeypatch.setattr(cards, "load_card", lambda name: None)  # the real card's counts are not the tiny folder's
     cfg = config(lf_folder, tmp_path)
-    folder = cache.prepare(cfg, log=lambda *a: None)
+    folder = catalog.prepare(cfg, log=lambda *a: None)
     loaded = load_dataset(cfg)
     assert loaded.meta["cache"] == str(folder)
     assert isinstance(loaded.train_text, cache.TextColumn)  # memory-mapped, not a list

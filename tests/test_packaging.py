@@ -82,6 +82,7 @@ def test_list_and_data_info_read_the_shipped_cards(installed):
                       "print(json.dumps(card_propensity('amazon-670k')))"], work, env)
     assert json.loads(got) == {"A": 0.6, "B": 2.6, "card": str(site / "bench" / "cards" / "amazon-670k.yaml")}
     (work / "results").mkdir()
+    (work / "results" / "runs.jsonl").touch()  # no runs of ours yet: the published rows alone
     board = _run(["-m", "bench.cli", "report", "--leaderboard", "bibtex", "--results", str(work / "results"),
                   "--out", str(work / "board.md")], work, env)
     assert "| SLEEC | published |" in board  # a row of the shipped baselines

@@ -28,7 +28,7 @@ HEADER = {"run_id", "config_hash", "method", "group", "sweep", "config", "seed"}
 # every key of an ok record of a run with the aux branch (docs/records.md describes each)
 OK_KEYS = HEADER | {"started_at", "environment", "dataset", "num_labels", "propensity", "aux", "status", "metrics",
                     "epochs", "steps", "final_train_loss", "gradient_flow", "dst", "throughput", "memory",
-                    "wall_time_s", "finished_at"}
+                    "wall_time_s", "finished_at", "best", "stopped_early"}
 FAILED_KEYS = HEADER | {"started_at", "environment", "dataset", "num_labels", "propensity", "status", "reason",
                         "error", "memory", "checkpoint", "wall_time_s", "finished_at"}
 

@@ -12,12 +12,12 @@ from bench.cli import main
 from bench.config import resolve
 from bench.errors import ConfigError
 from bench.models.xmc import build_model
-from bench.record import read_records
 from bench.train import make_optimizers
+from helpers import run_records
 
 
 def _records(tmp_path):
-    return list(read_records(tmp_path / "results" / "runs.jsonl"))
+    return run_records(tmp_path / "results")
 
 
 # --- intermediate layer ----------------------------------------------------------------------

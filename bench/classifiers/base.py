@@ -33,6 +33,7 @@ from torch import nn
 from torch.func import functional_call
 
 from bench import losses
+from bench.errors import ConfigError
 from bench.registry import Registry
 from bench.sparse import SparseTargets
 
@@ -115,6 +116,29 @@ class Classifier(nn.Module):
         """The DST view of this layer's connections (the protocol in the module docstring);
         ``None``: a dense layer, nothing to rewire."""
         return None
+
+
+def float_dtype(classifier: str, dtype: torch.dtype | str) -> torch.dtype:
+    """The storage dtype ``dtype`` names (``torch.bfloat16``, ``"bfloat16"`` or
+    ``"torch.bfloat16"``); a ConfigError naming ``classifier`` for anything not floating."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ConfigError(f"{classifier} classifier: 'dtype' must be a floating torch dtype such as "
+                          f"float32 or bfloat16, got {dtype!r}")
+    return dtype
+
+
+def autocast_operands(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tensors`` in the autocast dtype when autocast is on for their device (as autocast treats
+    a matmul's operands), else unchanged: the fan-in ops are custom autograd functions, which
+    autocast does not reach by itself. The casts are differentiable (gradients come back in
+    each tensor's own dtype)."""
+    device = tensors[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
 
 
 def dense_memory_bytes(parameters, optimizer_slots: int, index_bytes: int = 0) -> dict[str, int]:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.classifiers.base import Classifier, dense_memory_bytes, register_classifier
+from bench.classifiers.base import Classifier, dense_memory_bytes, float_dtype, register_classifier
 from bench.errors import ConfigError
 
 FLOAT_BYTES = 4  # float32 parameters
@@ -43,8 +43,9 @@ class DenseBottleneckClassifier(Classifier):
     label_independent = ("down",)
 
     def __init__(self, in_features: int, num_labels: int, rank: int = 0, match_fan_in: int = 32,
-                 optimizer_slots: int = 1, seed: int | None = None):
+                 optimizer_slots: int = 1, seed: int | None = None, dtype: torch.dtype | str = torch.float32):
         super().__init__()
+        dtype = float_dtype("dense-bottleneck", dtype)
         for name, value in (("rank", rank), ("match_fan_in", match_fan_in), ("optimizer_slots", optimizer_slots)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise ConfigError(f"dense-bottleneck classifier: {name!r} must be an integer >= 0, got {value!r}")
@@ -60,9 +61,12 @@ class DenseBottleneckClassifier(Classifier):
         with torch.no_grad():  # nn.Linear's scale for each factor
             self.down.uniform_(-1 / math.sqrt(in_features), 1 / math.sqrt(in_features), generator=generator)
             self.up.uniform_(-1 / math.sqrt(self.rank), 1 / math.sqrt(self.rank), generator=generator)
+        if dtype != torch.float32:  # drawn in float32 above: the same initial weights, rounded
+            self.to(dtype)
 
     def logits(self, h, lo, hi):
-        return F.linear(F.linear(h, self.down), self.up[lo:hi], self.bias[lo:hi])  # [B, r] -> [B, hi - lo]
+        down = F.linear(h.to(self.down.dtype), self.down)  # [B, r]
+        return F.linear(down, self.up[lo:hi], self.bias[lo:hi])  # [B, hi - lo]
 
     def memory_bytes(self, optimizer_slots: int = 1) -> dict[str, int]:
         return dense_memory_bytes(self.parameters(), optimizer_slots)
@@ -73,7 +77,8 @@ class DenseBottleneckClassifier(Classifier):
 
 @register_classifier("dense-bottleneck")
 def dense_bottleneck(in_features: int, num_labels: int, rank: int = 0, match_fan_in: int = 0, fan_in: int = 32,
-                     optimizer_slots: int = 1, seed: int | None = None) -> DenseBottleneckClassifier:
+                     optimizer_slots: int = 1, seed: int | None = None,
+                     dtype: torch.dtype | str = torch.float32) -> DenseBottleneckClassifier:
     """``match_fan_in = 0``: match the memory of ffi at ``fan_in``."""
     return DenseBottleneckClassifier(in_features, num_labels, rank=rank, match_fan_in=match_fan_in or fan_in,
-                                     optimizer_slots=optimizer_slots, seed=seed)
+                                     optimizer_slots=optimizer_slots, seed=seed, dtype=dtype)

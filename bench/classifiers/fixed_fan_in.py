@@ -10,8 +10,8 @@ import numbers
 import torch
 from torch import nn
 
-from bench.classifiers.base import (Classifier, dense_memory_bytes, refill_slots, register_classifier,
-                                   zero_optimizer_state)
+from bench.classifiers.base import (Classifier, autocast_operands, dense_memory_bytes, refill_slots,
+                                   register_classifier, zero_optimizer_state)
 from bench.errors import ConfigError
 from bench.kernels import fixed_fan_in
 
@@ -62,7 +62,8 @@ class FixedFanInClassifier(Classifier):
         self.bias = nn.Parameter(torch.zeros(num_labels, dtype=dtype))  # [L]
 
     def logits(self, h, lo, hi):
-        return fixed_fan_in(h, self.values[lo:hi], self.indices[lo:hi]) + self.bias[lo:hi]
+        h, values = autocast_operands(h, self.values[lo:hi])  # unchanged without autocast
+        return fixed_fan_in(h, values, self.indices[lo:hi]) + self.bias[lo:hi]
 
     def memory_bytes(self, optimizer_slots: int = 1) -> dict[str, int]:
         # values [L, k] and bias [L] train densely; indices [L, k] are int16/int32

@@ -17,8 +17,8 @@ import numbers
 import torch
 from torch import nn
 
-from bench.classifiers.base import (Classifier, dense_memory_bytes, refill_slots, register_classifier,
-                                   zero_optimizer_state)
+from bench.classifiers.base import (Classifier, autocast_operands, dense_memory_bytes, refill_slots,
+                                   register_classifier, zero_optimizer_state)
 from bench.classifiers.fixed_fan_in import FixedFanInClassifier, _float_dtype, random_fan_in_indices
 from bench.errors import ConfigError
 from bench.kernels.group_fan_in import group_fan_in
@@ -54,6 +54,7 @@ class GroupFanInClassifier(Classifier):
         g = self.group_size
         glo, ghi = lo // g, -(-hi // g)
         values = self.values[glo * g : min(ghi * g, self.values.shape[0])]  # [n, k]
+        h, values = autocast_operands(h, values)  # unchanged without autocast
         scores = group_fan_in(h, values, self.group_indices[glo:ghi], g)  # [B, n]
         return scores[:, lo - glo * g : hi - glo * g] + self.bias[lo:hi]
 

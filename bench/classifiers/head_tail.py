@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.classifiers.base import Classifier, dense_memory_bytes, register_classifier
+from bench.classifiers.base import Classifier, autocast_operands, dense_memory_bytes, register_classifier
 from bench.classifiers.fixed_fan_in import (FixedFanInClassifier, FixedFanInConnectivity, _float_dtype,
                                             random_fan_in_indices)
 from bench.classifiers.group_fan_in import GroupFanInClassifier, GroupFanInConnectivity
@@ -104,11 +104,13 @@ class HeadTailClassifier(Classifier):
         out = h.new_empty(h.shape[0], hi - lo, dtype=torch.result_type(h, self.tail_values))  # [B, n]
         if head.any():
             cols = head.nonzero().squeeze(1)
-            out[:, cols] = h @ self.head_weight[-1 - slot[cols]].t()  # [B, nh]
+            head_scores = h.to(self.head_weight.dtype) @ self.head_weight[-1 - slot[cols]].t()  # [B, nh]
+            out[:, cols] = head_scores.to(out.dtype)  # autocast's matmul may return another dtype
         if not head.all():
             cols = (~head).nonzero().squeeze(1)
             rows = slot[cols]
-            out[:, cols] = fixed_fan_in(h, self.tail_values[rows], self.tail_ids(rows)).to(out.dtype)
+            x, values = autocast_operands(h, self.tail_values[rows])  # unchanged without autocast
+            out[:, cols] = fixed_fan_in(x, values, self.tail_ids(rows)).to(out.dtype)
         return out + self.bias[lo:hi]
 
     def memory_bytes(self, optimizer_slots: int = 1) -> dict[str, int]:

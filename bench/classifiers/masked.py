@@ -18,15 +18,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.classifiers.base import Classifier, dense_memory_bytes, register_classifier, zero_optimizer_state
+from bench.classifiers.base import (Classifier, dense_memory_bytes, float_dtype, register_classifier,
+                                   zero_optimizer_state)
 from bench.errors import ConfigError
 
 MASK_CHUNK_ELEMENTS = 1 << 24  # random keys [Lc, d] drawn at a time (64 MiB float32)
 
 
 class MaskedClassifier(Classifier):
-    def __init__(self, in_features: int, num_labels: int, density: float, seed: int = 0):
+    def __init__(self, in_features: int, num_labels: int, density: float, seed: int = 0,
+                 dtype: torch.dtype | str = torch.float32):
         super().__init__()
+        dtype = float_dtype("masked", dtype)
         try:
             density = float(density)
         except (TypeError, ValueError):
@@ -47,13 +50,15 @@ class MaskedClassifier(Classifier):
         weight = torch.empty(num_labels, in_features).uniform_(-bound, bound, generator=generator)
         self.weight = nn.Parameter(weight.mul_(mask))  # [L, d], exactly zero off-mask
         self.bias = nn.Parameter(torch.zeros(num_labels))  # [L]
+        if dtype != torch.float32:  # drawn in float32 above: the same initial weights, rounded (zero stays zero)
+            self.to(dtype)
 
     def logits(self, h, lo, hi):
         weight = self.weight[lo:hi]  # [Lc, d] view
         if weight.requires_grad:
             mask = self.mask[lo:hi]
             weight.register_hook(lambda grad: grad * mask)  # off-mask weights get no gradient
-        return F.linear(h, weight, self.bias[lo:hi])
+        return F.linear(h.to(weight.dtype), weight, self.bias[lo:hi])  # h.to: a no-op when the dtypes agree
 
     @torch.no_grad()
     def apply_mask_(self) -> None:
@@ -98,9 +103,10 @@ class MaskedConnectivity:
 
 
 @register_classifier("masked")
-def masked(in_features: int, num_labels: int, density: float = 0.0, fan_in: int = 32, seed: int = 0) -> MaskedClassifier:
+def masked(in_features: int, num_labels: int, density: float = 0.0, fan_in: int = 32, seed: int = 0,
+           dtype: torch.dtype | str = torch.float32) -> MaskedClassifier:
     """``density = 0``: ``fan_in / in_features`` (capped at 1), the sparsity of an ffi layer of
     the same fan-in."""
     if density == 0:
         density = min(1.0, fan_in / in_features)
-    return MaskedClassifier(in_features, num_labels, density=density, seed=seed)
+    return MaskedClassifier(in_features, num_labels, density=density, seed=seed, dtype=dtype)

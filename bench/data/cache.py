@@ -1,6 +1,6 @@
 """Prepared datasets cached as local Hugging Face ``datasets`` Arrow files.
 
-``prepare(cfg)`` reads a registered dataset, validates it (matrix invariants, the counts of its
+``bench.data.catalog.prepare(cfg)`` reads a registered dataset, validates it (matrix invariants, the counts of its
 card), computes label statistics and propensities, and writes::
 
     <cache_dir>/<name>/
@@ -79,13 +79,12 @@ def label_statistics(dataset: XMCDataset) -> dict:
     }
 
 
-def prepare(cfg: DataConfig, log=print) -> Path:
-    """Build, check and cache dataset ``cfg.name``; returns the cache folder."""
+def store(cfg: DataConfig, dataset: XMCDataset, log=print) -> Path:
+    """Check the validated ``dataset`` (built from ``cfg``) against its card and cache it;
+    returns the cache folder. ``bench.data.catalog.prepare`` builds and stores a dataset."""
     from bench.data.cards import DEFAULT_PROPENSITY, card_file, check_against_card, load_card
-    from bench.data.catalog import dataset_builder
     from bench.data.propensity import jain_propensity
 
-    dataset = dataset_builder(cfg.name)(cfg).validate()
     card = load_card(cfg.name)
     stats = label_statistics(dataset)
     if card is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bench.config import DataConfig
 from bench.data.cards import card_names, is_card_file, load_card, read_card, source_of
+from bench.data.cache import load_cached, store
 from bench.data.real import load_source
 from bench.errors import ConfigError, UnknownNameError
 from bench.registry import Registry
@@ -76,11 +77,15 @@ def load_dataset(cfg: DataConfig):
     """The dataset ``cfg.name`` (a registered name or a card file): from its prepared cache
     (``xmc-bench data prepare``) when one was built from the same data settings, else built
     from its source."""
-    from bench.data.cache import load_cached
-
     build = dataset_builder(cfg.name)
     dataset = load_cached(cfg)
     if dataset is None:
         dataset = build(cfg)
     dataset.validate()
     return dataset
+
+
+def prepare(cfg: DataConfig, log=print):
+    """Build dataset ``cfg.name``, check it against its card and cache it (``xmc-bench data
+    prepare``); returns the cache folder."""
+    return store(cfg, dataset_builder(cfg.name)(cfg).validate(), log)

@@ -64,6 +64,13 @@ def build_classifier(cfg: ModelConfig, num_labels: int, seed: int, in_features: 
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     values.update(seed=seed, label_counts=label_counts)
     accepted = factory_options(cfg.classifier) if cfg.classifier in CLASSIFIERS else []
+    # model.classifier_dtype reaches a factory as `dtype`; one without it cannot store another dtype
+    dtype = values.pop("classifier_dtype")
+    if dtype != "float32" and accepted is not None and "dtype" not in accepted:
+        raise ConfigError(f"config key 'model.classifier_dtype' is {dtype}, but classifier {cfg.classifier!r} "
+                          f"takes no dtype (it stores float32 only)")
+    if dtype != "float32" or (accepted is not None and "dtype" in accepted):
+        values["dtype"] = dtype
     options = {k: v for k, v in values.items() if accepted is None or k in accepted}
     classifier = create_classifier(cfg.classifier, in_features or cfg.embed_dim, num_labels, **options)
     classifier.label_chunk = cfg.label_chunk
