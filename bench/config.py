@@ -69,6 +69,8 @@ def knob(default: Any, doc: str, *, choices: tuple = (), low: float | None = Non
 
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "none")
+LOSSES = ("bce", "squared_hinge")  # the names of bench.losses' registry (tests keep them in step)
+LOSS_REDUCTIONS = ("sum_over_labels", "mean", "sum")  # bench.losses.REDUCTIONS
 CLASSIFIER_DTYPES = ("float32", "bfloat16", "float16")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # the ranking metrics a run computes (bench.metrics.METRIC_NAMES at k = 1, 3, 5): what eval.select may name
@@ -131,8 +133,8 @@ class ModelConfig:
     tail: str = knob("ffi", "head-tail: the tail layer, ffi | ffi-group (its labels share inputs in groups of "
                             "model.group_size)", choices=("ffi", "ffi-group"))
     label_chunk: int = knob(16384, "labels per slice in streaming top-k inference", above=0)
-    bias_init: str = knob("prior", "classifier bias: `prior` (logit of the mean label frequency) or `zero`",
-                          choices=("prior", "zero"))
+    bias_init: str = knob("prior", "classifier bias: `prior` (logit of the mean label frequency; BCE only) or "
+                                   "`zero` (needed with squared hinge)", choices=("prior", "zero"))
     intermediate: int = knob(0, "size of a dense layer between encoder and classifier (0: none); the classifier "
                                 "then takes this size", low=0)
     intermediate_activation: str = knob("relu", "nonlinearity of the intermediate layer", choices=ACTIVATIONS)
@@ -153,9 +155,14 @@ class DSTConfig:
     fraction: float = knob(0.2, "rewired fraction of each label's connections at `start` (prune=fraction)",
                            low=0, high=1)
     threshold: float = knob(0.01, "magnitude threshold at `start` (prune=threshold)", low=0)
-    decay: str = knob("cosine", "how fraction/threshold decay from start to end: cosine (to 0) | constant",
-                      choices=("cosine", "constant"))
+    decay: str = knob("cosine", "how fraction/threshold decay from start to end: cosine (to 0; the threshold to "
+                                "dst.threshold_floor) | constant", choices=("cosine", "constant"))
     regrow_init: float = knob(0.0, "value of regrown weights (the paper: zero)")
+    threshold_floor: float = knob(0.0, "prune=threshold with decay=cosine: the threshold decays to this floor "
+                                       "instead of 0 (the reference: 1e-4)", low=0)
+    optimizer_state: str = knob("reset", "optimiser state (momentum, Adam moments) of rewired slots: reset (zeroed) "
+                                         "| keep (a regrown connection inherits its slot's state: the reference)",
+                                choices=("reset", "keep"))
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,9 @@ class AuxConfig:
     cache: bool = knob(True, "keep the clustering in the dataset cache (data.cache_dir) and reuse it")
     clusters_file: str = knob("", "a reference label_group*.npy (object array of label-id arrays, one per "
                                   "cluster; pickled: trusted files only) used instead of computing the clusters")
+    loss: str = knob("bce", "loss of the meta-classifier's cluster scores, as train.loss", choices=LOSSES)
+    loss_reduction: str = knob("sum_over_labels", "its reduction over B·C, as train.loss_reduction (the reference: "
+                                                  "mean)", choices=LOSS_REDUCTIONS)
 
 
 @dataclass(frozen=True)
@@ -185,12 +195,40 @@ class TrainConfig:
     epochs: int = knob(3, "passes over the training set", low=0)
     max_steps: int = knob(0, "stop after this many optimiser steps (0: no limit)", low=0)
     batch_size: int = knob(256, "training batch size", above=0)
-    lr_encoder: float = knob(1e-2, "AdamW learning rate of the encoder", low=0)
-    weight_decay_encoder: float = knob(0.01, "AdamW weight decay of the encoder", low=0)
-    lr_classifier: float = knob(0.5, "SGD learning rate of the classifier (sum-over-labels BCE: larger than the "
-                                     "paper's mean-reduced 0.05)", low=0)
-    momentum: float = knob(0.9, "SGD momentum of the classifier", low=0)
-    weight_decay_classifier: float = knob(1e-4, "SGD weight decay of the classifier", low=0)
+    lr_encoder: float = knob(1e-2, "learning rate of the encoder's optimiser", low=0)
+    weight_decay_encoder: float = knob(0.01, "weight decay of the encoder's optimiser", low=0)
+    lr_classifier: float = knob(0.5, "learning rate of the classifier's optimiser (BCE summed over labels ÷ B "
+                                     "with SGD: larger than the reference's 0.01–0.08)", low=0)
+    momentum: float = knob(0.9, "SGD momentum of the classifier (train.optimizer_classifier=sgd)", low=0)
+    weight_decay_classifier: float = knob(1e-4, "weight decay of the classifier's optimiser", low=0)
+    loss: str = knob("bce", "training loss of label scores z against 0/1 targets y: bce | squared_hinge "
+                            "(max(0, 1 − (2y − 1)·z)², the reference's on 5 of 6 datasets)", choices=LOSSES)
+    loss_reduction: str = knob("sum_over_labels", "how the loss of the B·L (point, label) terms is reduced: "
+                                                  "sum_over_labels (their sum ÷ B) | mean (÷ B·L: the reference's "
+                                                  "hinge) | sum (÷ 1: the reference's BCE on LF-AmazonTitles-131K)",
+                               choices=LOSS_REDUCTIONS)
+    optimizer_classifier: str = knob("sgd", "optimiser of the classifier: sgd (with train.momentum) | adam (L2 "
+                                            "decay) | adamw (decoupled decay: the reference's on 5 of 6)",
+                                     choices=("sgd", "adam", "adamw"))
+    optimizer_encoder: str = knob("adamw", "optimiser of the encoder: adamw | adam (L2 decay)",
+                                  choices=("adamw", "adam"))
+    no_decay: str = knob("none", "parameters exempt from weight decay: none | encoder (biases and norm weights, "
+                                 "i.e. every 1-D parameter, in the encoder's optimiser: the reference) | all (in "
+                                 "both optimisers)", choices=("none", "encoder", "all"))
+    intermediate_joins: str = knob("encoder", "optimiser the intermediate layer trains in: encoder | classifier",
+                                   choices=("encoder", "classifier"))
+    lr_intermediate: float = knob(-1.0, "learning rate of the intermediate layer (-1: its optimiser's; the "
+                                        "reference: 1e-2)", low=-1)
+    weight_decay_intermediate: float = knob(-1.0, "weight decay of the intermediate layer (-1: its optimiser's)",
+                                            low=-1)
+    aux_joins: str = knob("classifier", "optimiser the aux meta-classifier trains in: classifier | encoder (the "
+                                        "reference)", choices=("classifier", "encoder"))
+    lr_aux: float = knob(-1.0, "learning rate of the aux meta-classifier (-1: its optimiser's; the reference: "
+                               "5e-4)", low=-1)
+    weight_decay_aux: float = knob(-1.0, "weight decay of the aux meta-classifier (-1: its optimiser's)", low=-1)
+    grad_accum: int = knob(1, "batches whose gradients add up to one optimiser step (the step's loss is that of "
+                              "all its points); schedules, max_steps and dst.interval count optimiser steps (the "
+                              "reference's counting under accumulation is not known)", above=0)
     warmup_steps: int = knob(20, "linear warm-up steps before the cosine decay", low=0)
     log_every: int = knob(10, "log the training loss every this many steps", above=0)
     threads: int = knob(0, "torch CPU threads (0: torch's default)", low=0)
@@ -419,6 +457,27 @@ def _aux_cutoff_in_its_unit(cfg: RunConfig) -> str | None:
         return f"config key 'aux.cutoff' must be in (0, 1] (a fraction of training), got {cfg.aux.cutoff}"
 
 
+def _prior_bias_needs_bce(cfg: RunConfig) -> str | None:
+    # the prior is a BCE logit; a hinge-trained layer (or aux branch, when on) starts at zero
+    used = ["train.loss"] + (["aux.loss"] if cfg.aux.scale > 0 else [])
+    other = [key for key in used if _get(cfg, key) != "bce"]
+    if cfg.model.bias_init == "prior" and other:
+        return (f"config key 'model.bias_init' is 'prior' (the logit of the label frequency, a BCE start), but "
+                f"{other[0]}={_get(cfg, other[0])}: set model.bias_init=zero")
+
+
+def _inherit_or_value(cfg: RunConfig) -> str | None:
+    for name in ("train.lr_intermediate", "train.weight_decay_intermediate", "train.lr_aux", "train.weight_decay_aux"):
+        if -1 < _get(cfg, name) < 0:
+            return f"config key {name!r} must be -1 (the optimiser's own) or >= 0, got {_get(cfg, name)}"
+
+
+def _threshold_floor_below_threshold(cfg: RunConfig) -> str | None:
+    if cfg.dst.prune == "threshold" and cfg.dst.threshold_floor > cfg.dst.threshold:
+        return (f"config key 'dst.threshold_floor' must not exceed dst.threshold (it decays from the threshold "
+                f"to the floor), got {cfg.dst.threshold_floor} > {cfg.dst.threshold}")
+
+
 def _metric_within_max_k(cfg: RunConfig) -> str | None:
     for name, metric in (("eval.select", cfg.eval.select), ("train.patience_metric", cfg.train.patience_metric)):
         if metric and int(metric.split("@")[1]) > cfg.eval.max_k:
@@ -453,7 +512,8 @@ def _clusters_file_keeps_label_ids(cfg: RunConfig) -> str | None:
 CROSS_RULES: tuple[Callable[[RunConfig], str | None], ...] = (
     _something_trains, _rewiring_window, _cluster_groups_need_ffi_group, _aux_cutoff_in_its_unit,
     _metric_within_max_k, _patience_needs_every_epoch, _fp16_storage_under_fp16,
-    _label_points_need_texts, _clusters_file_keeps_label_ids)
+    _label_points_need_texts, _clusters_file_keeps_label_ids,
+    _prior_bias_needs_bce, _inherit_or_value, _threshold_floor_below_threshold)
 
 
 def check(cfg: RunConfig) -> None:

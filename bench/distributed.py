@@ -7,7 +7,8 @@ One step on ``world`` ranks with local batches ``b_r`` (global batch ``B = Σ b_
 2. ``gather_features`` all-gathers them: ``H [B, d]`` on every rank (B·d floats per rank —
    small next to the classifier);
 3. each rank computes the loss of *its* label shard on the whole global batch (the fused,
-   label-chunked loss, normalised by the global B), so the shard's gradients are exact;
+   label-chunked loss, reduced as the whole loss is: by the global B, and with ``mean`` by the
+   global L too — ``ShardLoss``), so the shard's gradients are exact;
 4. backward: the gradient wrt ``H`` is summed over ranks (every shard contributes to every
    example) and each rank keeps the rows of its local batch, which flow into its encoder;
 5. encoder gradients are summed over ranks (each rank holds its own examples' share).
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from bench import losses
 from bench.sparse import SparseTargets
 
 
@@ -33,6 +35,7 @@ class Shard:
     world: int
     lo: int  # first label of this rank
     hi: int  # one past the last
+    total: int  # labels of the whole space (every shard together)
 
     @property
     def num_labels(self) -> int:
@@ -43,7 +46,7 @@ def label_shard(num_labels: int, rank: int, world: int) -> Shard:
     """Contiguous, balanced label ranges: the first ``L % world`` ranks get one label more."""
     base, extra = divmod(num_labels, world)
     lo = rank * base + min(rank, extra)
-    return Shard(rank, world, lo, lo + base + (1 if rank < extra else 0))
+    return Shard(rank, world, lo, lo + base + (1 if rank < extra else 0), num_labels)
 
 
 def init_from_env() -> tuple[int, int]:
@@ -104,14 +107,53 @@ def gather_targets(targets: SparseTargets, shard: Shard) -> SparseTargets:
     return SparseTargets(indptr, all_ids[keep] - shard.lo, shard.num_labels)
 
 
+class ShardLoss:
+    """``loss`` on a label shard as its share of the loss over all ``num_labels`` labels: the
+    reduction counts the whole label space (``mean`` divides by B·L, not by B·L_shard), so the
+    ranks' shares add up to the one-process loss and RigL scores as one process would. It
+    offers what the classifiers and DST ask of a loss (``bench.losses.Loss``)."""
+
+    def __init__(self, loss: losses.Loss, num_labels: int):
+        self.loss, self.num_labels = loss, num_labels
+        self.name, self.reduction = loss.name, loss.reduction
+
+    def divisor(self, batch: int, num_labels: int) -> int:
+        return self.loss.divisor(batch, self.num_labels)
+
+    def share(self, part: int, whole: int, num_labels: int) -> float:
+        return self.loss.share(part, whole, self.num_labels)
+
+    def reduce(self, total, batch, num_labels):
+        return self.loss.reduce(total, batch, self.num_labels)
+
+    def value(self, z, targets, lo, hi, num_labels):
+        return self.loss.value(z, targets, lo, hi, self.num_labels)
+
+    def grad(self, z, targets, lo, hi, num_labels):
+        return self.loss.grad(z, targets, lo, hi, self.num_labels)
+
+    def block(self, z, targets, lo, hi, num_labels):
+        return self.loss.block(z, targets, lo, hi, self.num_labels)
+
+    def __repr__(self) -> str:
+        return f"ShardLoss({self.loss!r}, num_labels={self.num_labels})"
+
+
+def shard_loss(loss: losses.Loss | None, shard: Shard) -> ShardLoss:
+    """``loss`` (default ``losses.DEFAULT``) reduced over the whole label space of ``shard``."""
+    loss = losses.DEFAULT if loss is None else loss
+    return loss if isinstance(loss, ShardLoss) else ShardLoss(loss, shard.total)
+
+
 def sharded_loss(encoder_out: torch.Tensor, classifier, targets: SparseTargets, shard: Shard,
                  fused: bool | None = None, criterion=None) -> torch.Tensor:
-    """This rank's share of the global loss: its label shard on the global batch, normalised by
-    the global batch size. ``backward()`` on it gives exact shard and (after
-    ``sum_encoder_grads``) encoder gradients; ``all_reduce`` of the value gives the loss."""
+    """This rank's share of the global loss: its label shard on the global batch, reduced by the
+    global batch size (and, for ``mean``, the global label count). ``backward()`` on it gives
+    exact shard and (after ``sum_encoder_grads``) encoder gradients; ``all_reduce`` of the value
+    gives the loss."""
     features = gather_features(encoder_out)  # [B, d]
     shard_targets = gather_targets(targets, shard)
-    return classifier.loss(features, shard_targets, fused=fused, criterion=criterion)
+    return classifier.loss(features, shard_targets, fused=fused, criterion=shard_loss(criterion, shard))
 
 
 def sum_encoder_grads(module: torch.nn.Module) -> None:
@@ -148,7 +190,7 @@ class Parallel:
 
     shard: Shard
     global_batch: int = 0  # rows of the current global batch (set by ``local_rows``)
-    batch_share: float = 1.0  # this rank's fraction of them
+    local_batch: int = 0  # this rank's part of them
 
     @property
     def rank(self) -> int:
@@ -170,16 +212,22 @@ class Parallel:
         """This rank's part of a global batch's rows (every rank draws the same global order): a
         contiguous, balanced slice, by the same rule as the label shards."""
         part = label_shard(len(rows), self.rank, self.world)
-        self.global_batch, self.batch_share = len(rows), part.num_labels / max(1, len(rows))
+        self.global_batch, self.local_batch = len(rows), part.num_labels
         return rows[part.lo : part.hi]
 
     def batch_size(self, batch) -> int:
         """Examples in the global batch ``batch`` is this rank's share of."""
         return self.global_batch
 
-    def local_mean_share(self, loss: torch.Tensor) -> torch.Tensor:
-        """A loss averaged over this rank's examples, as its share of the global batch's mean."""
-        return loss * self.batch_share
+    def local_share(self, loss: torch.Tensor, criterion: losses.Loss, num_labels: int) -> torch.Tensor:
+        """A data-parallel loss of this rank's examples (``criterion`` over ``num_labels`` labels),
+        as its share of the global batch's loss: × b_r / B when the reduction divides by the
+        batch, unchanged for ``sum``."""
+        return loss * criterion.share(self.local_batch, self.global_batch, num_labels)
+
+    def criterion(self, loss: losses.Loss) -> ShardLoss:
+        """``loss`` as this rank's label shard takes it (its reduction counts every label)."""
+        return shard_loss(loss, self.shard)
 
     def loss(self, h: torch.Tensor, classifier, targets: SparseTargets, fused: bool | None = None,
              criterion=None) -> torch.Tensor:
@@ -218,7 +266,10 @@ class OneProcess:
     def batch_size(self, batch) -> int:
         return batch.targets.batch_size
 
-    def local_mean_share(self, loss: torch.Tensor) -> torch.Tensor:
+    def local_share(self, loss: torch.Tensor, criterion: losses.Loss, num_labels: int) -> torch.Tensor:
+        return loss
+
+    def criterion(self, loss: losses.Loss) -> losses.Loss:
         return loss
 
     def loss(self, h: torch.Tensor, classifier, targets: SparseTargets, fused: bool | None = None,

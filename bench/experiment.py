@@ -34,7 +34,7 @@ from bench.models.xmc import build_classifier, build_model, init_bias_to_prior
 from bench.record import (check_writable, mark_failed, mark_finished, mark_ok, new_record, new_run_id, records_path,
                           utc_time)
 from bench.tracking import Tracker
-from bench.train import NonFiniteLoss, schedule_warnings, train
+from bench.train import NonFiniteLoss, optimizer_slots, schedule_warnings, train
 
 
 def pick_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -235,12 +235,13 @@ def _run(cfg: RunConfig, run_id: str, group: str, sweep: str, started: float, ra
             checkpoints.wandb_id = tracker.wandb_id
         result = train(model, dataset, cfg, device, tracker, inv_propensity, checkpoints,
                        resume.state if resume is not None else None, parallel)
+        slots = optimizer_slots(cfg)
         mark_ok(record, result, cfg.train.log_every, memory={
             **peak.stop(),
-            # analytic bytes: classifier with SGD momentum (1 slot), encoder with AdamW (2 slots)
-            "classifier": model.classifier.memory_bytes(optimizer_slots=1),
-            "encoder": model.encoder.memory_bytes(optimizer_slots=2),
-            **model.part_memory_bytes(),  # intermediate layer, aux branch: AdamW (2 slots)
+            # analytic bytes, each part with its optimiser's state (SGD momentum: 1 slot, Adam: 2)
+            "classifier": model.classifier.memory_bytes(optimizer_slots=slots["classifier"]),
+            "encoder": model.encoder.memory_bytes(optimizer_slots=slots["encoder"]),
+            **model.part_memory_bytes(slots),  # intermediate layer, aux branch
         })
         record["throughput"].update(steady_throughput(result.step_seconds))
         probe["end"] = machine_speed(device)

@@ -9,10 +9,11 @@ targets as sparse label lists (``SparseTargets``). It gives
   torch expression — what the unfused path and the aux branch back-propagate through;
 - ``reduce(total, batch, num_labels)``: the reduction applied to a sum of block totals.
 
-The reduction divides the sum over every (point, label) pair by ``B`` (``sum-over-labels``:
+The reduction divides the sum over every (point, label) pair by ``B`` (``sum_over_labels``:
 each label's weight gradient is independent of L, so one learning rate serves every label-space
 size), by ``B·L`` (``mean``) or by nothing (``sum``). ``num_labels`` is the size of the whole
-label space the loss is taken over (only ``mean`` reads it).
+label space the loss is taken over (only ``mean`` reads it). The names are the config values of
+``train.loss`` / ``train.loss_reduction`` (and ``aux.loss`` / ``aux.loss_reduction``).
 
 No consumer builds a dense 0/1 target block: losses take the block's positives as index pairs
 (``SparseTargets.chunk_positives``). Gradients are bit for bit those of the dense formulas;
@@ -33,7 +34,7 @@ from bench.registry import Registry
 from bench.sparse import SparseTargets
 
 LOSSES = Registry("loss")
-REDUCTIONS = ("sum-over-labels", "mean", "sum")
+REDUCTIONS = ("sum_over_labels", "mean", "sum")
 
 
 def register_loss(name: str):
@@ -41,8 +42,8 @@ def register_loss(name: str):
     return LOSSES.register(name)
 
 
-def create(name: str = "bce", reduction: str = "sum-over-labels") -> "Loss":
-    """``create('squared-hinge', 'mean')``; unknown names fail with a "did you mean" hint."""
+def create(name: str = "bce", reduction: str = "sum_over_labels") -> "Loss":
+    """``create('squared_hinge', 'mean')``; unknown names fail with a "did you mean" hint."""
     return LOSSES.get(name)(reduction)
 
 
@@ -62,7 +63,7 @@ class Loss:
 
     name = "loss"
 
-    def __init__(self, reduction: str = "sum-over-labels"):
+    def __init__(self, reduction: str = "sum_over_labels"):
         if reduction not in REDUCTIONS:
             raise ConfigError(f"loss reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
         self.reduction = reduction
@@ -85,12 +86,19 @@ class Loss:
         raise NotImplementedError
 
     def divisor(self, batch: int, num_labels: int) -> int:
-        if self.reduction == "sum-over-labels":
+        if self.reduction == "sum_over_labels":
             return batch
         return batch * num_labels if self.reduction == "mean" else 1
 
     def reduce(self, total: torch.Tensor, batch: int, num_labels: int) -> torch.Tensor:
         return total / self.divisor(batch, num_labels)
+
+    def share(self, part: int, whole: int, num_labels: int) -> float:
+        """The factor that turns the reduced loss of ``part`` points into their share of the
+        reduced loss of ``whole`` points (``part`` of them): ``part / whole`` when the reduction
+        divides by the batch, 1 for ``sum``. Shares of disjoint parts add up to the whole's loss
+        (gradient accumulation, a rank's local batch)."""
+        return self.divisor(part, num_labels) / self.divisor(whole, num_labels)
 
     def value(self, z: torch.Tensor, targets: SparseTargets, lo: int, hi: int, num_labels: int) -> torch.Tensor:
         """The reduced loss of labels ``[lo, hi)`` (differentiable): the whole loss when the
@@ -153,14 +161,14 @@ class BCE(Loss):
         return out
 
 
-@register_loss("squared-hinge")
+@register_loss("squared_hinge")
 class SquaredHinge(Loss):
     """Squared hinge with targets ``s = ±1``: ``ℓ = max(0, 1 − s·z)²``, ``∂ℓ/∂z = −2·s·max(0, 1 − s·z)``.
 
     Sparse: every score as a negative (``max(0, 1 + z)``), the positives' terms swapped for
     ``max(0, 1 − z)`` by index."""
 
-    name = "squared-hinge"
+    name = "squared_hinge"
 
     def sum(self, z, y):
         return torch.clamp(1.0 - (2.0 * y - 1.0) * z, min=0.0).square().sum()
@@ -181,4 +189,4 @@ class SquaredHinge(Loss):
         return out
 
 
-DEFAULT = BCE("sum-over-labels")  # the loss every run trains with unless told otherwise
+DEFAULT = BCE("sum_over_labels")  # the loss every run trains with unless told otherwise

@@ -1,9 +1,14 @@
 """The training loop, top to bottom: optimisers, schedule, steps, evaluation.
 
-Encoder: AdamW. Classifier: SGD with momentum (the paper's setup). Both follow one linear
-warm-up + cosine schedule. The intermediate layer (``model.intermediate``) trains with the
-encoder's AdamW: it is a small dense layer like the encoder's own, and the paper trains
-everything but the sparse output layer with the encoder's optimiser. The classifier produces the loss itself (``classifier.loss``) so a
+Two optimisers: the encoder's (``train.optimizer_encoder``: AdamW, or Adam) and the
+classifier's (``train.optimizer_classifier``: SGD with momentum, Adam or AdamW); both follow one
+linear warm-up + cosine schedule. The intermediate layer (``model.intermediate``) joins the
+encoder's by default and the aux meta-classifier the classifier's, each with a learning rate
+and weight decay of its own if asked (``train.intermediate_joins``, ``train.lr_aux``, …); with
+``train.no_decay`` biases and norm weights get no weight decay. The loss (``bench.losses``:
+``train.loss``, ``train.loss_reduction``; the aux branch's ``aux.loss``) is the one the
+classifier, RigL's scores and the accumulation of ``train.grad_accum`` batches per optimiser
+step all use. The classifier produces the loss itself (``classifier.loss``) so a
 label-chunked implementation never has to hand back ``[B, L]`` logits; evaluation asks it for
 top-k directly (streamed over label chunks) and keeps only running metric sums.
 
@@ -118,16 +123,60 @@ def restore_training_state(state: dict, model, optimizers, schedulers, rewirer,
     return Progress(**state["progress"]), TrainResult(**state["result"])
 
 
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+def decay_groups(module, lr: float, weight_decay: float, exempt: bool) -> list[dict]:
+    """``module``'s parameters as optimiser groups; with ``exempt``, its biases and norm weights
+    (every parameter of fewer than two dimensions) in a group without weight decay."""
+    params = list(module.parameters())
+    if not exempt:
+        return [{"params": params, "lr": lr, "weight_decay": weight_decay}]
+    return [{"params": [p for p in params if p.dim() >= 2], "lr": lr, "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "lr": lr, "weight_decay": 0.0}]
+
+
+def merge_groups(groups: list[dict]) -> list[dict]:
+    """Groups of equal settings as one, in first-seen order, empty ones dropped: when nothing
+    differs, one group holding every parameter, as an optimiser built on a plain list has."""
+    merged: dict[tuple, dict] = {}
+    for group in groups:
+        if group["params"]:
+            key = (group["lr"], group["weight_decay"])
+            merged.setdefault(key, {**group, "params": []})["params"] += group["params"]
+    return list(merged.values())
+
+
 def make_optimizers(model, cfg: RunConfig) -> list[torch.optim.Optimizer]:
+    """``[encoder's optimiser, classifier's optimiser]``. Each part of ``model.parts()`` joins
+    one (the intermediate layer and the aux branch as ``train.*_joins`` say) with that
+    optimiser's learning rate and weight decay, or its own (``train.lr_intermediate``, …; -1:
+    the optimiser's)."""
     t = cfg.train
-    return [
-        torch.optim.AdamW(model.dense_parameters(), lr=t.lr_encoder, weight_decay=t.weight_decay_encoder),
-        torch.optim.SGD(  # the aux meta-classifier is an output layer too
-            [*model.classifier.parameters(), *(model.aux.parameters() if model.aux is not None else ())],
-            lr=t.lr_classifier, momentum=t.momentum,
-            weight_decay=t.weight_decay_classifier,
-        ),
-    ]
+    settings = {"encoder": (t.lr_encoder, t.weight_decay_encoder),
+                "classifier": (t.lr_classifier, t.weight_decay_classifier)}
+    own = {"intermediate": (t.intermediate_joins, t.lr_intermediate, t.weight_decay_intermediate),
+           "aux": (t.aux_joins, t.lr_aux, t.weight_decay_aux)}
+    exempt = {"encoder": t.no_decay != "none", "classifier": t.no_decay == "all"}
+    groups: dict[str, list[dict]] = {"encoder": [], "classifier": []}
+    # the optimiser's own part first: its first group is the one the log's learning rate reads
+    for name, part in sorted(model.parts().items(), key=lambda item: item[0] in own):
+        joins, lr, weight_decay = own.get(name, (name, -1.0, -1.0))
+        lr = settings[joins][0] if lr < 0 else lr
+        weight_decay = settings[joins][1] if weight_decay < 0 else weight_decay
+        groups[joins] += decay_groups(part, lr, weight_decay, exempt[joins])
+    encoder = OPTIMIZERS[t.optimizer_encoder](merge_groups(groups["encoder"]), lr=t.lr_encoder)
+    extra = {"momentum": t.momentum} if t.optimizer_classifier == "sgd" else {}
+    classifier = OPTIMIZERS[t.optimizer_classifier](merge_groups(groups["classifier"]), lr=t.lr_classifier, **extra)
+    return [encoder, classifier]
+
+
+def optimizer_slots(cfg: RunConfig) -> dict[str, int]:
+    """Optimiser buffers per parameter of each part, for the analytic memory: Adam and AdamW
+    keep 2 (first and second moments), SGD 1 (momentum; 0 with ``train.momentum=0``)."""
+    t = cfg.train
+    per = {"encoder": 2, "classifier": 2 if t.optimizer_classifier != "sgd" else int(t.momentum > 0)}
+    return per | {"intermediate": per[t.intermediate_joins], "aux": per[t.aux_joins]}
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int):
@@ -233,9 +282,24 @@ def grad_norm(module) -> float:
     return torch.linalg.vector_norm(torch.stack(norms)).item() if norms else 0.0
 
 
+def steps_per_epoch(cfg: RunConfig, num_train: int) -> int:
+    """Optimiser steps per epoch: one per ``train.grad_accum`` batches (the epoch's last step
+    takes the batches left)."""
+    return -(-num_batches(num_train, cfg.train.batch_size, drop_last=False) // cfg.train.grad_accum)
+
+
+def accumulation_rows(cfg: RunConfig, num_train: int, index: int) -> tuple[int, int]:
+    """``(rows of the epoch's batch index, rows of every batch of its optimiser step)``: what a
+    batch's loss is weighted by when ``train.grad_accum`` batches make one step (global rows
+    under torchrun)."""
+    size, n = cfg.train.batch_size, cfg.train.grad_accum
+    first = index // n * n
+    return min(size, num_train - index * size), min((first + n) * size, num_train) - first * size
+
+
 def total_steps(cfg: RunConfig, num_train: int) -> tuple[int, int]:
-    """(steps, epochs) the run will take: ``max_steps`` caps ``epochs`` when both are set."""
-    per_epoch = num_batches(num_train, cfg.train.batch_size, drop_last=False)
+    """(optimiser steps, epochs) the run will take: ``max_steps`` caps ``epochs`` when both are set."""
+    per_epoch = steps_per_epoch(cfg, num_train)
     if cfg.train.max_steps and (not cfg.train.epochs or cfg.train.max_steps < cfg.train.epochs * per_epoch):
         return cfg.train.max_steps, math.ceil(cfg.train.max_steps / per_epoch)
     return cfg.train.epochs * per_epoch, cfg.train.epochs
@@ -303,16 +367,20 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
     single-process ones (see ``bench.distributed``)."""
     runner = parallel or OneProcess()
     steps_total, epochs = total_steps(cfg, dataset.num_train)
-    per_epoch = num_batches(dataset.num_train, cfg.train.batch_size)
+    per_epoch, batches = steps_per_epoch(cfg, dataset.num_train), num_batches(dataset.num_train, cfg.train.batch_size)
+    accum = cfg.train.grad_accum
     optimizers = make_optimizers(model, cfg)
-    criterion = losses.DEFAULT  # the training loss: the classifier, the aux branch and RigL all use it
-    rewirer = make_rewirer(model, cfg, steps_total, optimizers[1], seed=runner.seed(cfg.seed), loss=criterion)
+    criterion = losses.create(cfg.train.loss, cfg.train.loss_reduction)  # the classifier's, and RigL's
+    aux_criterion = losses.create(cfg.aux.loss, cfg.aux.loss_reduction)
+    rewirer = make_rewirer(model, cfg, steps_total, optimizers[1], seed=runner.seed(cfg.seed),
+                           loss=runner.criterion(criterion))
     scaler = make_scaler(cfg.train.precision, device)
     schedule = warmup_cosine(steps_total, cfg.train.warmup_steps)
     aux_cutoff = aux_cutoff_fraction(cfg.aux, steps_total, per_epoch)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
     shuffle_rng = np.random.default_rng(cfg.seed)
     result, progress = TrainResult(), Progress()
+    carry = [0.0, 0.0, 0.0]  # main, total and aux loss of the batches of the step under way (grad_accum)
     watch, aux_watch = Stopwatch(device), Stopwatch(device)
     if resume is not None:
         progress, result = restore_training_state(resume, model, optimizers, schedulers, rewirer, scaler)
@@ -340,7 +408,11 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
         for batch in iterate_batches(dataset.train_x, dataset.train_y, cfg.train.batch_size, shuffle=True,
                                      generator=shuffle_rng, texts=dataset.train_text, start=progress.batch,
                                      local_rows=runner.local_rows):
-            timed_before = watch.seconds
+            # train.grad_accum batches make one optimiser step: the first zeroes the gradients, the last steps
+            first = progress.batch % accum == 0
+            step_done = (progress.batch + 1) % accum == 0 or progress.batch + 1 == batches
+            if first:
+                step_timed_from = watch.seconds  # a step's time covers all its batches
             with watch, contextlib.ExitStack() as amp:
                 batch = batch.to(device)
                 amp.enter_context(autocast(cfg.train.precision, device))  # the forward and loss only
@@ -350,36 +422,51 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
                 loss = runner.loss(h, model.classifier, batch.targets, fused=cfg.train.fused_loss, criterion=criterion)
                 alpha = 0.0 if model.aux is None else aux_weight(
                     result.steps, steps_total, cfg.aux.scale, aux_cutoff, cfg.aux.schedule)
+                if accum > 1:  # the batch's share of its step's loss, which is that of all the step's points
+                    rows, step_rows = accumulation_rows(cfg, dataset.num_train, progress.batch)
+                    loss = loss * criterion.share(rows, step_rows, dataset.num_labels)
                 main_loss = loss
                 if alpha > 0:  # after the cutoff the branch costs nothing
                     with aux_watch:
-                        aux_loss = runner.local_mean_share(model.aux.loss(z, batch.targets, criterion))
+                        clusters = model.aux.num_clusters
+                        aux_loss = runner.local_share(model.aux.loss(z, batch.targets, aux_criterion), aux_criterion,
+                                                      clusters)
+                        if accum > 1:
+                            aux_loss = aux_loss * aux_criterion.share(rows, step_rows, clusters)
                     loss = (1.0 - alpha) * main_loss + alpha * aux_loss
-                    result.aux_steps += 1
+                    result.aux_steps += int(step_done)
                 amp.close()  # autocast ends: backward, steps and rewiring run outside it
-                for opt in optimizers:
-                    opt.zero_grad(set_to_none=True)
+                if first:
+                    for opt in optimizers:
+                        opt.zero_grad(set_to_none=True)
                 (loss if scaler is None else scaler.scale(loss)).backward()
-                runner.sum_grads(model.encoder, model.intermediate, model.aux)  # the data-parallel parts
-                step_optimizers(optimizers, scaler)
-                for sched in schedulers:
-                    sched.step()
-                # rewiring is part of training cost, so it runs inside the timed section
-                rewire = None
-                if rewirer is not None and rewirer.schedule.due(result.steps + 1):
-                    rewire = rewirer.rewire(result.steps + 1, *runner.rewire_inputs(h.detach(), batch.targets))
-            result.step_seconds.append(watch.seconds - timed_before)
-            # gradient flow into the encoder (the gradients stay until the next step's zero_grad;
-            # measured outside the timed section so it costs no throughput)
-            encoder_norm = grad_norm(model.encoder)
+                if step_done:
+                    runner.sum_grads(model.encoder, model.intermediate, model.aux)  # the data-parallel parts
+                    step_optimizers(optimizers, scaler)
+                    for sched in schedulers:
+                        sched.step()
+                    # rewiring is part of training cost, so it runs inside the timed section
+                    rewire = None
+                    if rewirer is not None and rewirer.schedule.due(result.steps + 1):
+                        rewire = rewirer.rewire(result.steps + 1, *runner.rewire_inputs(h.detach(), batch.targets))
+            result.train_samples += runner.batch_size(batch)
+            progress.batch += 1
+            if step_done:
+                result.step_seconds.append(watch.seconds - step_timed_from)
             # main: the task's loss, comparable across methods; under torchrun both summed over
             # the ranks' shares, so every rank sees the global values
             value, total = runner.sum_value(main_loss).item(), runner.sum_value(loss).item()
+            if accum > 1:  # a step's losses are the sums of its batches' shares
+                carry = [a + b for a, b in zip(carry, (value, total, aux_loss.item() if alpha > 0 else 0.0))]
+                if not step_done:
+                    continue
+                (value, total, aux_value), carry = carry, [0.0, 0.0, 0.0]
+            # gradient flow into the encoder (the gradients stay until the next step's zero_grad;
+            # measured outside the timed section so it costs no throughput)
+            encoder_norm = grad_norm(model.encoder)
             if not math.isfinite(total):  # raised before any checkpoint of this step is written
                 raise NonFiniteLoss(f"training loss became {total} at step {result.steps + 1}", result.steps + 1)
             result.steps += 1
-            result.train_samples += runner.batch_size(batch)
-            progress.batch += 1
             progress.loss_sum, progress.loss_count = progress.loss_sum + value, progress.loss_count + 1
             progress.grad_norms.append(encoder_norm)
             if rewire:
@@ -394,12 +481,13 @@ def train(model, dataset, cfg: RunConfig, device, tracker, inv_propensity: np.nd
             # W&B also gets the first and the last step: a run shorter than log_every still has a loss curve
             if result.steps % cfg.train.log_every == 0 or result.steps in (1, steps_total):
                 bar.set_postfix(loss=f"{value:.4f}")
-                extra = {"train/aux_loss": aux_loss.item(), "train/aux_weight": alpha} if alpha > 0 else {}
+                extra = {"train/aux_loss": aux_value if accum > 1 else aux_loss.item(),
+                         "train/aux_weight": alpha} if alpha > 0 else {}
                 tracker.log({"train/loss": value, "train/lr_classifier": schedulers[1].get_last_lr()[0],
                              "epoch": epoch} | extra, step=result.steps)
             # the epoch's last step is checkpointed at the epoch's end, after its evaluation
             if cfg.checkpoint.every and result.steps % cfg.checkpoint.every == 0 \
-                    and progress.batch < per_epoch and result.steps < steps_total:
+                    and progress.batch < batches and result.steps < steps_total:
                 save_checkpoint()
             for hook in _STEP_HOOKS:
                 hook(result.steps)

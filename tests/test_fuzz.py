@@ -7,7 +7,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from bench.config import resolve  # noqa: E402
+from bench.resolve import resolve  # noqa: E402
 from bench.data import formats  # noqa: E402
 from bench.errors import BenchError  # noqa: E402
 

@@ -37,7 +37,7 @@ def _reference(name, z, y):
 
 def _reduced(name, reduction, z, y):
     total = _reference(name, z, y).sum()
-    return {"sum-over-labels": total / z.shape[0], "mean": total / z.numel(), "sum": total}[reduction]
+    return {"sum_over_labels": total / z.shape[0], "mean": total / z.numel(), "sum": total}[reduction]
 
 
 @pytest.mark.parametrize("name", losses.list_losses())
@@ -71,7 +71,7 @@ def test_bce_is_bitwise_the_torch_expression():
 
 def test_hinge_gradient_is_not_sigmoid_minus_y():
     targets, z = _targets(), torch.randn(B, L)
-    hinge = losses.create("squared-hinge").grad(z, targets, 0, L, L)
+    hinge = losses.create("squared_hinge").grad(z, targets, 0, L, L)
     assert not torch.allclose(hinge, losses.DEFAULT.grad(z, targets, 0, L, L))
     y = targets.dense()
     assert (hinge[(y == 1) & (z >= 1)] == 0).all() and (hinge[(y == 0) & (z <= -1)] == 0).all()
@@ -122,7 +122,7 @@ def _rigl(classifier, loss, options):
 @pytest.mark.parametrize("classifier", ["ffi", "ffi-group"])
 def test_rigl_scores_with_the_given_loss(classifier):
     options = {"fan_in": 4} if classifier == "ffi" else {"fan_in": 4, "group_size": 3}
-    hinge = losses.create("squared-hinge")
+    hinge = losses.create("squared_hinge")
     before, bce_clf, h, targets = _rigl(classifier, losses.DEFAULT, options)
     _, hinge_clf, _, _ = _rigl(classifier, hinge, options)
     ids = "indices" if classifier == "ffi" else "group_indices"

@@ -16,9 +16,11 @@ tensor whose device DST works on) and
   whether it holds a connection; pruning chooses among these slots;
 - ``active(lo, hi)``: bool ``[Rc, d]`` — which inputs each row uses (the regrowth candidates
   are the others); only this chunk is ever materialised, never ``[L, d]``;
-- ``replace(lo, hi, drop, grow, init, optimizer)``: empty the ``drop`` slots ``[Rc, S]`` and
-  connect the ``grow`` inputs ``[Rc, d]`` (as many per row), set the new weights to ``init``
-  and zero their optimiser state; dropped weights keep no optimiser state either;
+- ``replace(lo, hi, drop, grow, init, optimizer, keep_state=False)``: empty the ``drop`` slots
+  ``[Rc, S]`` and connect the ``grow`` inputs ``[Rc, d]`` (as many per row), set the new weights
+  to ``init`` and zero their optimiser state; dropped weights keep no optimiser state either.
+  ``keep_state=True`` (``dst.optimizer_state=keep``; passed only then, so the argument is
+  optional) leaves a refilled slot's state as it was, the reference's behaviour;
 - optionally ``gradient_scores(lo, hi, h, targets, loss)`` → ``[Rc, d]``: the RigL score
   (|∂loss/∂w|) of each row's inputs, where rows are not labels. Without it DST scores
   rows as labels through ``logits`` and ``loss.grad``.

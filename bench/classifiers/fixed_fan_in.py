@@ -132,10 +132,11 @@ class FixedFanInConnectivity:
         return magnitude, torch.ones_like(magnitude, dtype=torch.bool)
 
     @torch.no_grad()
-    def replace(self, lo, hi, drop, grow, init, optimizer) -> None:
+    def replace(self, lo, hi, drop, grow, init, optimizer, keep_state: bool = False) -> None:
         slot_rows, slot_cols = refill_slots(self.clf.indices[lo:hi], drop, grow)
         self.clf.values[lo:hi][slot_rows, slot_cols] = init
-        zero_optimizer_state(optimizer, self.param, drop, slice(lo, hi))
+        if not keep_state:  # keep: the new connection continues with its slot's state
+            zero_optimizer_state(optimizer, self.param, drop, slice(lo, hi))
 
 
 @register_classifier("ffi")

@@ -139,12 +139,13 @@ class GroupFanInConnectivity:
         return scores
 
     @torch.no_grad()
-    def replace(self, lo, hi, drop, grow, init, optimizer) -> None:
+    def replace(self, lo, hi, drop, grow, init, optimizer, keep_state: bool = False) -> None:
         slot_rows, slot_cols = refill_slots(self.clf.group_indices[lo:hi], drop, grow)
         a, b = self._labels(lo, hi)
         label_drop = drop.repeat_interleave(self.g, dim=0)[: b - a]  # [n, k]: every label of the group
         self.clf.values[a:b].masked_fill_(label_drop, init)
-        zero_optimizer_state(optimizer, self.param, label_drop, slice(a, b))
+        if not keep_state:  # keep: the new connections continue with their slots' state
+            zero_optimizer_state(optimizer, self.param, label_drop, slice(a, b))
 
 
 @register_classifier("ffi-group")

@@ -89,7 +89,7 @@ class MaskedConnectivity:
         return (self.clf.weight[lo:hi].detach().abs() * mask).float(), mask
 
     @torch.no_grad()
-    def replace(self, lo, hi, drop, grow, init, optimizer) -> None:
+    def replace(self, lo, hi, drop, grow, init, optimizer, keep_state: bool = False) -> None:
         if not torch.equal(drop.sum(1), grow.sum(1)):
             raise AssertionError("rewire must grow exactly as many inputs per label as it drops")
         mask, weight = self.clf.mask[lo:hi], self.clf.weight[lo:hi]
@@ -97,7 +97,9 @@ class MaskedConnectivity:
         weight[drop] = 0.0
         mask[grow] = True
         weight[grow] = init
-        zero_optimizer_state(optimizer, self.param, drop | grow, slice(lo, hi))
+        # a dropped weight must stay exactly zero, so its state goes even with keep_state; a
+        # grown input has no slot whose state it could continue with (its own is zero)
+        zero_optimizer_state(optimizer, self.param, drop if keep_state else drop | grow, slice(lo, hi))
 
 
 @register_classifier("masked")

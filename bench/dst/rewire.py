@@ -9,6 +9,7 @@ is therefore unchanged. All work is done on label chunks ``[Lc, d]``.
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import torch
@@ -78,7 +79,9 @@ def random_per_row(allowed: torch.Tensor, counts: torch.Tensor, generator: torch
 class Rewirer:
     """Rewires one sparse classifier on the schedule of ``cfg``: after optimiser step ``s``,
     ``rewire(s, h, targets)`` when ``schedule.due(s)``. RigL scores missing connections with
-    the gradient of ``loss``, which must be the loss the classifier trains with."""
+    the gradient of ``loss``, which must be the loss the classifier trains with. The changed
+    slots' state in ``optimizer`` is zeroed (``dst.optimizer_state=reset``) or left as it is
+    (``keep``: a regrown connection continues with its slot's momentum or Adam moments)."""
 
     def __init__(self, classifier, cfg: DSTConfig, total_steps: int, optimizer=None, seed: int = 0,
                  loss: losses.Loss | None = None):
@@ -86,6 +89,11 @@ class Rewirer:
         self.classifier, self.cfg, self.optimizer = classifier, cfg, optimizer
         self.loss = losses.DEFAULT if loss is None else loss
         self.schedule = RewireSchedule(cfg, total_steps)
+        # keep: asked of replace() only then, so a layer written before the option still rewires
+        self._keep = {"keep_state": True} if cfg.optimizer_state == "keep" else {}
+        if self._keep and "keep_state" not in inspect.signature(self.conn.replace).parameters:
+            raise TypeError(f"dst.optimizer_state=keep: {type(self.conn).__name__}.replace() takes no "
+                            f"'keep_state' argument, so it cannot keep the optimiser state of rewired slots")
         self.generator = torch.Generator(device=self.conn.param.device).manual_seed(seed)
         self.history: list[dict] = []
 
@@ -123,7 +131,7 @@ class Rewirer:
                 grow = random_per_row(~active, count, self.generator)  # [Lc, d]
             else:  # RigL
                 grow = select_per_row(self._gradient_scores(lo, hi, h, targets), ~active, count, largest=True)
-            self.conn.replace(lo, hi, drop, grow, self.cfg.regrow_init, self.optimizer)
+            self.conn.replace(lo, hi, drop, grow, self.cfg.regrow_init, self.optimizer, **self._keep)
             changed += int(count.sum())
             pruned_sum += float(magnitude[drop].sum())
         if hasattr(self.classifier, "check_connectivity"):

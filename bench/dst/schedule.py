@@ -1,6 +1,7 @@
 """When to rewire and how much: every ``interval`` steps between ``start`` and ``end`` (fractions
 of training), with the rewired fraction (or the pruning threshold) decaying by cosine from its
-initial value to zero over that window, or staying constant."""
+initial value to zero (the threshold: to ``dst.threshold_floor``) over that window, or staying
+constant."""
 
 from __future__ import annotations
 
@@ -40,5 +41,9 @@ class RewireSchedule:
         return self.cfg.fraction * self.decay_factor(step)
 
     def threshold(self, step: int) -> float:
-        """Magnitude below which connections are pruned (prune=threshold)."""
-        return self.cfg.threshold * self.decay_factor(step)
+        """Magnitude below which connections are pruned (prune=threshold): from ``threshold`` down
+        to ``threshold_floor``."""
+        floor = self.cfg.threshold_floor
+        if floor == 0:  # the plain decay to 0, with the same float operations
+            return self.cfg.threshold * self.decay_factor(step)
+        return floor + (self.cfg.threshold - floor) * self.decay_factor(step)

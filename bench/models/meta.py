@@ -1,5 +1,6 @@
 """The auxiliary branch: a dense meta-classifier on the encoder output that predicts the
-clusters of a point's labels, trained with the main loss (``bench.losses``, same reduction).
+clusters of a point's labels, trained with a loss of its own (``bench.losses``: ``aux.loss``,
+``aux.loss_reduction`` over B·C; by default the main loss's defaults, BCE summed over clusters ÷ B).
 Its loss is mixed in as ``(1 − α)·main + α·meta`` with α decaying to zero (``aux_weight`` in
 ``train.py``); after the cutoff the branch is not computed at all. The few, dense cluster
 targets give the encoder a strong gradient early, while the sparse output layer's
@@ -46,7 +47,8 @@ class MetaClassifier(nn.Module):
         return self.sparse_cluster_targets(targets).dense()
 
     def loss(self, z: torch.Tensor, targets: SparseTargets, criterion: losses.Loss | None = None) -> torch.Tensor:
-        """``criterion`` (default ``losses.DEFAULT``) of the cluster scores against the clusters."""
+        """``criterion`` (default ``losses.DEFAULT``; training passes ``aux.loss``) of the cluster
+        scores against the clusters, reduced over the C clusters."""
         criterion = losses.DEFAULT if criterion is None else criterion
         logits = self.linear(z)  # [B, C]
         return criterion.value(logits, self.sparse_cluster_targets(targets), 0, self.num_clusters, self.num_clusters)

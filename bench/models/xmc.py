@@ -33,17 +33,22 @@ class XMCModel(nn.Module):
     def features(self, batch) -> torch.Tensor:  # -> classifier input [B, d or m]
         return self.head_input(self.encoder(batch))
 
-    def dense_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the encoder and the intermediate layer: the AdamW group. (The aux
-        meta-classifier is an output layer: it trains with the classifier's SGD.)"""
-        parts = [self.encoder] + ([self.intermediate] if self.intermediate is not None else [])
-        return [p for part in parts for p in part.parameters()]
+    def parts(self) -> dict[str, nn.Module]:
+        """The trained parts present, by name: encoder, intermediate, classifier, aux. Which
+        optimiser each joins is the config's (``train.make_optimizers``): by default the
+        encoder's takes the encoder and the intermediate layer, the classifier's the classifier
+        and the aux meta-classifier (an output layer too)."""
+        named = (("encoder", self.encoder), ("intermediate", self.intermediate), ("classifier", self.classifier),
+                 ("aux", getattr(self, "aux", None)))
+        return {name: part for name, part in named if part is not None}
 
-    def part_memory_bytes(self) -> dict[str, dict]:
-        """Analytic bytes of the optional parts present: intermediate (AdamW: 2 optimiser
-        slots), aux meta-classifier (SGD momentum: 1 slot)."""
-        return {name: getattr(self, name).memory_bytes(optimizer_slots=slots)
-                for name, slots in (("intermediate", 2), ("aux", 1)) if getattr(self, name, None) is not None}
+    def part_memory_bytes(self, optimizer_slots: dict[str, int] | None = None) -> dict[str, dict]:
+        """Analytic bytes of the optional parts present, each with the optimiser state of the
+        optimiser it trains in: ``optimizer_slots`` by part name (``train.optimizer_slots``;
+        default: intermediate in AdamW, 2 slots; aux meta-classifier in SGD with momentum, 1)."""
+        slots = {"intermediate": 2, "aux": 1} | (optimizer_slots or {})
+        return {name: getattr(self, name).memory_bytes(optimizer_slots=slots[name])
+                for name in ("intermediate", "aux") if getattr(self, name, None) is not None}
 
     def forward(self, batch):  # -> logits [B, L]; training uses classifier.loss, inference .topk
         return self.classifier(self.features(batch))
