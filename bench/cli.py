@@ -26,12 +26,12 @@ def cmd_run(args) -> int:
         return 0
     given = dict(parse_override(o) for o in args.overrides)
     from_yaml = load_yaml(args.config) if args.config else {}
-    if not (args.single or given.get("method") or from_yaml.get("method")):
+    if not (args.single or args.preset or given.get("method") or from_yaml.get("method")):
         return _run_suite(args)
     from bench.experiment import run_experiment
     from bench.record import records_path
 
-    cfg = resolve(args.overrides, args.config)
+    cfg = resolve(args.overrides, args.config, preset=args.preset)
     record = run_experiment(cfg, run_id=args.run_id, group=args.group, sweep=args.sweep)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports the run
         return 0 if record["status"] == "ok" else 1
@@ -118,6 +118,7 @@ def cmd_list(args) -> int:
     from bench import list_classifiers, list_methods
     from bench.data.catalog import DATASETS
     from bench.methods import get_method
+    from bench.resolve import list_presets, load_preset
 
     print("classifiers:", ", ".join(list_classifiers(args.pattern)))
     print("datasets:   ", ", ".join(DATASETS.names(args.pattern)))
@@ -126,6 +127,9 @@ def cmd_list(args) -> int:
         method = get_method(name)
         print(f"  {name:22} {method.description}")
         print(f"  {'':22} {' '.join(f'{k}={v}' for k, v in method.overrides.items())}")
+    print("presets (xmc-bench run --preset NAME data.path=DIR model.encoder_path=DIR):")
+    for name in list_presets(args.pattern):
+        print(f"  {name:28} {load_preset(name).description}")
     return 0
 
 
@@ -318,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. method=ffi-static data.num_labels=4096")
     run.add_argument("--config", help="YAML file of config keys (applied before the key=value overrides, "
                                       "wherever it stands among them)")
+    run.add_argument("--preset", default=None, metavar="NAME",
+                     help="a shipped configuration, e.g. paper/wiki10-31k (`xmc-bench list`): after the method and "
+                          "the card's recommended settings, before --config and the key=value overrides")
     run.add_argument("--help-config", action="store_true",
                      help="list every config key with its type, default, meaning and allowed values")
     run.add_argument("--report", default=None, help="where the suite writes its table (default RESULTS_DIR/reports/suite.md)")
