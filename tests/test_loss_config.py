@@ -73,7 +73,7 @@ def test_defaults_spelled_out_change_nothing(tiny_overrides, tmp_path):
                 "train.lr_intermediate=-1", "train.weight_decay_intermediate=-1", "train.aux_joins=classifier",
                 "train.lr_aux=-1", "train.weight_decay_aux=-1", "train.grad_accum=1", "dst.threshold_floor=0",
                 "dst.optimizer_state=reset", "aux.loss=bce", "aux.loss_reduction=sum_over_labels"]
-    common = [*tiny_overrides, "method=spartex", "model.intermediate=16", "aux.num_clusters=4", "dst.interval=2"]
+    common = [*tiny_overrides, "method=ffi-set-aux", "model.intermediate=16", "aux.num_clusters=4", "dst.interval=2"]
     assert main(["run", *common]) == 0
     assert main(["run", *common, *defaults]) == 0
     implicit, explicit = _records(tmp_path)

@@ -55,13 +55,6 @@ def test_unknown_encoder_is_a_clear_error():
         build_model(cfg, num_features=50, num_labels=30, seed=0)
 
 
-def test_spartex_is_intermediate_plus_aux_plus_set():
-    from bench.methods import get_method
-
-    spartex, aux, intermediate = (get_method(m).overrides for m in ("spartex", "ffi-set-aux", "ffi-set-intermediate"))
-    assert spartex == aux | intermediate
-
-
 @pytest.mark.parametrize("override", ["model.intermediate=-1", "model.intermediate_dropout=1.0",
                                       "model.intermediate_activation=swish"])
 def test_bad_intermediate_config(override):
@@ -198,11 +191,11 @@ def test_meta_classifier_cluster_targets_and_memory():
                                    "indices": 6 * 4, "total": 4 * params + 24}
 
 
-@pytest.mark.parametrize("method", ["ffi-set-aux", "spartex"])
+@pytest.mark.parametrize("method", ["ffi-set-aux", "spartex aux.scale=0.4"])  # spartex: aux is per dataset (presets)
 def test_aux_run_records_branch_and_reuses_cached_clusters(method, tiny_overrides, tmp_path):
     overrides = [*tiny_overrides, "aux.num_clusters=8", "train.epochs=2"]
     for seed in (0, 1):
-        assert main(["run", f"method={method}", *overrides, f"seed={seed}", "model.intermediate=40"]) == 0
+        assert main(["run", f"method={method.split()[0]}", *method.split()[1:], *overrides, f"seed={seed}", "model.intermediate=40"]) == 0
     first, second = _records(tmp_path)
     for record in (first, second):
         aux = record["aux"]
