@@ -53,6 +53,7 @@ def test_the_installed_package_is_the_wheel(installed):
     assert Path(where).is_relative_to(site), where  # not the checkout
     assert {p.name for p in (site / "bench" / "cards").iterdir()} == {p.name for p in (REPO / "bench" / "cards").iterdir()}
     assert (site / "bench" / "baselines" / "published.csv").is_file()
+    assert len(list((site / "bench" / "presets" / "paper").glob("*.yaml"))) == 6  # `--preset paper/...`
     assert not (site / "datasets").exists()  # nothing may shadow HF `datasets`
 
 
