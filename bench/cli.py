@@ -233,10 +233,25 @@ def cmd_kernels(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.step:
+        return _steps(args)
     _print_table_header(HEADER)
     rows = run_kernels(batch=args.batch, dim=args.dim, fan_ins=args.fan_in, labels=args.labels, dtype=args.dtype,
                        device=args.device, warmup=args.warmup, repeats=args.repeats, max_gb=args.max_gb,
                        layers=args.layers, out_dir=args.out)
+    if any(r.skipped for r in rows):
+        print("skipped rows would not fit in memory (raise --max-gb to try them)")
+    print(f"records appended to {Path(args.out) / 'kernels.jsonl'}")
+    return 0
+
+
+def _steps(args) -> int:
+    from bench.bench_kernels import STEP_HEADER, run_steps
+
+    _print_table_header(STEP_HEADER)
+    rows = run_steps(batch=args.batch, dim=args.dim, fan_ins=args.fan_in, labels=args.labels, dtype=args.dtype,
+                     loss=args.loss, reduction=args.reduction, warmup=args.warmup, repeats=args.repeats,
+                     max_gb=args.max_gb, layers=args.layers, out_dir=args.out)
     if any(r.skipped for r in rows):
         print("skipped rows would not fit in memory (raise --max-gb to try them)")
     print(f"records appended to {Path(args.out) / 'kernels.jsonl'}")
@@ -333,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     ker.add_argument("--step-memory", action="store_true",
                      help="instead of timing ops: peak memory of full training steps (fused and unfused loss, "
                           "SGD momentum) of --layers ffi/dense against their analytic state, one process each")
+    ker.add_argument("--step", action="store_true",
+                     help="instead of the layer table: full training steps (loss over sparse targets, backward, "
+                          "SGD-momentum update) of dense, ffi/cpu and ffi-group/g32 with the fused kernel loss, "
+                          "and ffi/cpu-torchloss (the loss in torch between the kernels), round-robin with dense")
+    ker.add_argument("--loss", default="bce", choices=["bce", "squared-hinge"], help="the --step table's loss")
+    ker.add_argument("--reduction", default="sum-over-labels", choices=["sum-over-labels", "mean", "sum"],
+                     help="the --step table's loss reduction")
     ker.add_argument("--out", default="results/kernels", help="directory of kernels.jsonl / step_memory.jsonl")
     ker.set_defaults(func=cmd_kernels)
 
