@@ -218,3 +218,12 @@ def test_names_and_reductions():
         fused_loss.scale_for("median", 2, 3)
     assert fused_loss.scale_for("sum-over-labels", 4, 10) == 0.25
     assert fused_loss.scale_for("mean", 4, 10) == 1 / 40 and fused_loss.scale_for("sum", 4, 10) == 1.0
+
+
+def test_map_targets_keeps_mapped_labels_per_row():
+    """head-tail's tail: labels renamed to their tail rows, head labels dropped."""
+    targets = SparseTargets(torch.tensor([0, 3, 3, 5]), torch.tensor([4, 0, 2, 1, 4]), 5)
+    slot = torch.tensor([-1, 0, 2, -2, 1])  # label 0 and 3 in the head
+    mapped = fused_loss.map_targets(targets, slot)
+    assert mapped.indptr.tolist() == [0, 2, 2, 4]
+    assert mapped.indices.tolist() == [1, 2, 0, 1]

@@ -24,10 +24,12 @@ oracle of the tests. Design: docs/kernels.md ("Fused loss steps").
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from bench.errors import ConfigError
-from bench.kernels import cpu, cpu_group, group_fan_in as group_ops, reference
+from bench.kernels import buffers, cpu, cpu_group, group_fan_in as group_ops, reference
 from bench.kernels.ops import forced_backend
 
 # name → the kernel's loss id (csrc/loss.h: LOSS_*); "-" and "_" spellings both accepted
@@ -50,6 +52,30 @@ def scale_for(reduction: str, batch: int, num_labels: int) -> float:
         raise ConfigError(f"loss reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
     return 1.0 / max(1, batch) if reduction == "sum-over-labels" else \
         1.0 / max(1, batch * num_labels) if reduction == "mean" else 1.0
+
+
+class Targets(NamedTuple):
+    """Sparse label lists in the layout the kernels read: row b's label ids are
+    ``indices[indptr[b]:indptr[b + 1]]`` (``bench.sparse.SparseTargets`` has the same fields)."""
+
+    indptr: torch.Tensor  # [B + 1] int64
+    indices: torch.Tensor  # [nnz] int64
+
+
+def map_targets(targets, row_of_label: torch.Tensor) -> Targets:
+    """The targets of a layer that holds some labels in rows of its own: label ``l`` becomes
+    row ``row_of_label[l]``, labels whose row is negative are dropped (e.g. head-tail's tail:
+    ``row_of_label = slot`` keeps the tail labels as tail rows). Rows keep their order."""
+    ids = targets.indices.long()
+    rows = row_of_label.long()[ids]
+    keep = rows >= 0
+    counts = torch.zeros(targets.indptr.numel() - 1, dtype=torch.int64, device=ids.device)
+    batch_row = torch.repeat_interleave(torch.arange(counts.numel(), device=ids.device),
+                                        targets.indptr[1:] - targets.indptr[:-1])
+    counts.index_add_(0, batch_row[keep], torch.ones_like(batch_row[keep]))
+    indptr = torch.zeros(counts.numel() + 1, dtype=torch.int64, device=ids.device)
+    torch.cumsum(counts, 0, out=indptr[1:])
+    return Targets(indptr, rows[keep])
 
 
 # --- the pure-torch reference ---------------------------------------------------------------
@@ -152,10 +178,11 @@ def _compiled(step, lib, threads_used, x, values, ids, bias, targets, loss, scal
     indptr = targets.indptr.to(torch.int64).contiguous()
     labels = targets.indices.to(torch.int64).contiguous()
     threads, padded = torch.get_num_threads(), -(-batch // 16) * 16
-    grad_v = torch.zeros(num_labels, k) if want[1] else None
-    grad_b = torch.zeros(num_labels) if want[2] else None
-    parts = torch.zeros(threads_used(num_labels, *extra, threads), d, padded) if want[0] and batch and num_labels \
-        else None  # [T, d, B16]
+    runs = batch > 0 and num_labels > 0  # else the kernel writes nothing: zero gradients
+    grad_v = (buffers.empty(num_labels, k) if runs else torch.zeros(num_labels, k)) if want[1] else None  # [L, k]
+    grad_b = (torch.empty if runs else torch.zeros)(num_labels) if want[2] else None
+    parts = torch.empty(threads_used(num_labels, *extra, threads), d, padded) if want[0] and runs \
+        else None  # [T, d, B16]: every thread's buffer cleared and filled by the kernel
     total = getattr(lib, step)(xt.data_ptr(), v.data_ptr(), ids.data_ptr(), ids.element_size(), _ptr(b),
                                indptr.data_ptr(), labels.data_ptr(), loss_id(loss), float(scale),
                                _ptr(grad_v), _ptr(grad_b), _ptr(parts), batch, d, num_labels, k, *extra, threads)
