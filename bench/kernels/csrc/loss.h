@@ -34,13 +34,18 @@ static inline vf vrcp(vf x) {
 }
 
 /* exp(t) for t ≤ 0: t = n·ln 2 + r, |r| ≤ ln 2 / 2, a degree-7 polynomial for exp(r) (the Cephes
-   expf coefficients), 2^n through the exponent bits. t below −87 is taken as −87 (an absolute
-   error under 2^−125: every use adds it to terms of order 1 or multiplies it by them). */
+   expf coefficients), times 2^n. t below −87 is taken as −87 (an absolute error under 2^−125:
+   every use adds it to terms of order 1 or multiplies it by them). */
 static inline vf vexp_neg(vf t) {
+#ifdef __AVX512F__
+    t = (vf)_mm512_max_ps((__m512)t, (__m512)bc(-87.0f));
+    const vf n = (vf)_mm512_roundscale_ps((__m512)(t * bc(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+#else
     t = vsel(t < bc(-87.0f), bc(-87.0f), t);
     const vf magic = bc(12582912.0f);  /* 1.5 · 2^23: adding it rounds to an integer */
     vf n = t * bc(1.44269504088896341f) + magic;
     n -= magic;
+#endif
     vf r = t - n * bc(0.693359375f);
     r = r - n * bc(-2.12194440e-4f);
     vf p = bc(1.9875691500e-4f);
@@ -50,21 +55,23 @@ static inline vf vexp_neg(vf t) {
     p = p * r + bc(1.6666665459e-1f);
     p = p * r + bc(5.0000001201e-1f);
     p = p * r * r + r + bc(1.0f);
+#ifdef __AVX512F__
+    return (vf)_mm512_scalef_ps((__m512)p, (__m512)n);
+#else
     const vi e = (__builtin_convertvector(n, vi) + bci(127)) << 23;
     return p * (vf)e;
+#endif
 }
 
-/* log(1 + e) for 0 ≤ e ≤ 1: 2·atanh(s), s = e / (2 + e) ≤ 1/3, by its series to s^15 (the next
-   term is below 2^−28 relative); no cancellation for small e, where it is e. */
+/* log(1 + e) for 0 ≤ e ≤ 1: 2·s·f(s²), s = e / (2 + e) ≤ 1/3, f(u) = atanh(√u)/√u by a
+   degree-4 least-squares fit on [0, 1/9] (relative error at float32 rounding, ~2^−22); no
+   cancellation for small e, where it is e. */
 static inline vf vlog1p_unit(vf e) {
     const vf s = e * vrcp(bc(2.0f) + e), s2 = s * s;
-    vf p = bc(1.0f / 15);
-    p = p * s2 + bc(1.0f / 13);
-    p = p * s2 + bc(1.0f / 11);
-    p = p * s2 + bc(1.0f / 9);
-    p = p * s2 + bc(1.0f / 7);
-    p = p * s2 + bc(1.0f / 5);
-    p = p * s2 + bc(1.0f / 3);
+    vf p = bc(0.1408073604106903f);
+    p = p * s2 + bc(0.13982179760932922f);
+    p = p * s2 + bc(0.20012323558330536f);
+    p = p * s2 + bc(0.3333316147327423f);
     p = p * s2 + bc(1.0f);
     return bc(2.0f) * s * p;
 }
