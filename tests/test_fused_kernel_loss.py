@@ -99,6 +99,7 @@ GROUP_SHAPES = [  # (B, d, L, k, g)
     (16, 64, 600, 16, 128),
     (300, 50, 530, 6, 32),
     (5, 40, 70, 3, 1),
+    (9, 40, 700, 5, 300),  # groups above 256 labels: one group per unit, 300 = 18 · 16 + 12 columns
 ]
 
 
