@@ -381,6 +381,7 @@ double ffi_loss_step(const float *xt, const float *v, const void *idx, int idx_b
     const pass_fn pass = loss_pass_for(loss, 1);
     if (!pass) return __builtin_nan("");
     if (!B || !L) return 0;
+    if (gv) huge_pages(gv, sizeof(float) * L * k);
     loss_args_t *la = calloc(1, sizeof(loss_args_t));
     la->a = (args_t){xt, v, NULL, idx, NULL, gv, gx, B, (B + 15) / 16 * 16, d, L, k, idx_bytes};
     la->bias = bias; la->gbias = gbias; la->row_ptr = row_ptr; la->labels = labels; la->pass = pass; la->scale = scale;

@@ -302,6 +302,7 @@ double group_loss_step(const float *xt, const float *v, const void *idx, int idx
     const pass_fn pass = loss_pass_for(loss, 0);
     if (!pass) return __builtin_nan("");
     if (!B || !L) return 0;
+    if (gv) huge_pages(gv, sizeof(float) * L * k);
     gloss_args_t *la = calloc(1, sizeof(gloss_args_t));
     la->a = (gargs_t){xt, v, NULL, idx, NULL, gv, gx, B, d, L, k, gs, (B + 15) / 16 * 16, (gs + 15) / 16 * 16, idx_bytes};
     la->bias = bias; la->gbias = gbias; la->row_ptr = row_ptr; la->labels = labels; la->pass = pass; la->scale = scale;
