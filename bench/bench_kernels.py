@@ -19,6 +19,10 @@ layer's time (higher: faster), dense timed in the same round-robin. Layers that 
 ``--max-gb`` together are timed in several groups, each with dense beside it where both fit (a
 record's ``baseline`` says "interleaved"; where not, "separate": the ratio uses dense's times
 from the first group); a layer that alone exceeds ``--max-gb`` is skipped with a note.
+
+``--step`` (``run_steps``) times full training steps instead — loss over sparse targets, every
+gradient, SGD-momentum update — of dense and the layers with the loss fused into their kernels
+(``bench.kernels.fused_loss``), round-robin in the same way.
 """
 
 from __future__ import annotations
