@@ -2,7 +2,7 @@
    parallel over 256-label chunks. Entry points: ffi_forward, ffi_backward, ffi_threads_used
    (loaded through ctypes by bench/kernels/cpu.py) and ffi_loss_step, the forward, a loss and
    both gradients per chunk in cache (bench/kernels/fused_loss.py). Design: docs/kernels.md. */
-#include "common.h"
+#include "ffi_tiles.h"
 #include "loss.h"
 
 #define LC 256  /* labels per chunk: a thread's unit of work */
@@ -14,33 +14,8 @@ typedef struct {
 
 /* the ids of labels [l0, l0 + n) as int32 (ids[t·k + j]) */
 static void chunk_ids(const args_t *a, int64_t l0, int64_t n, int32_t *ids) {
-    const int64_t m = n * a->k, o = l0 * a->k;
-    if (a->idx_bytes == 2) for (int64_t i = 0; i < m; i++) ids[i] = ((const int16_t *)a->idx)[o + i];
-    else memcpy(ids, (const int32_t *)a->idx + o, sizeof(int32_t) * m);
+    ids_as_int32(a->idx, a->idx_bytes, a->k, l0, n, ids);
 }
-
-/* ---- forward ---------------------------------------------------------------------------
-   xp: xt [d, B] re-laid as column tiles, 64 wide then 16 wide (zero-padded to BP): tile of
-   first column c0 and width W is [d, W] at xp + d·c0, so a label's k rows of one tile are
-   W floats each. R labels × W columns sit in R·W/16 registers while the k ids stream. */
-AI void fwd_block(const int R, const int NV, const float *X, const float *w, const int32_t *id, int64_t k,
-                  float *stage, int64_t BP) {
-    vf acc[4][4];
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) acc[r][q] = (vf){0};
-    for (int64_t j = 0; j < k; j++) {
-        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
-            const float *row = X + (int64_t)id[r * k + j] * (16 * NV); const vf s = bc(w[r * k + j]);
-            _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) acc[r][q] += s * ld(row + 16 * q);
-        }
-    }
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) st(stage + r * BP + 16 * q, acc[r][q]);
-}
-static void fwd_4_4(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(4, 4, X, w, id, k, s, BP); }
-static void fwd_1_4(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(1, 4, X, w, id, k, s, BP); }
-static void fwd_4_1(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(4, 1, X, w, id, k, s, BP); }
-static void fwd_1_1(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(1, 1, X, w, id, k, s, BP); }
 
 /* out[b, t] = stage[t, b] for b < B, t < n (out rows L floats apart): 16 × 16 blocks, along 16
    rows at a time (1 KiB runs per row: at L = 2^17 the rows alias in L1 and L2, so walking down
@@ -61,25 +36,12 @@ static void write_out(const float *stage, int64_t BP, int64_t B, int64_t n, floa
     }
 }
 
-static float *pack_tiles(const args_t *a) {
-    const int64_t B = a->B, BP = a->BP, d = a->d, n64 = B / 64 * 64;
-    float *xp = aligned_alloc(64, sizeof(float) * d * BP);
-    for (int64_t c0 = 0; c0 < BP; c0 += c0 < n64 ? 64 : 16) {
-        const int64_t W = c0 < n64 ? 64 : 16, nc = B - c0 < W ? B - c0 : W;
-        for (int64_t i = 0; i < d; i++) {
-            float *dst = xp + d * c0 + i * W;
-            memcpy(dst, a->xt + i * B + c0, sizeof(float) * nc);
-            memset(dst + nc, 0, sizeof(float) * (W - nc));
-        }
-    }
-    return xp;
-}
 
 static void fwd(const void *args, int64_t lo, int64_t hi, int tid) {
     const args_t *a = args;
     (void)tid;  /* threads write disjoint labels: no per-thread buffer */
     const int64_t B = a->B, BP = a->BP, d = a->d, k = a->k, n64 = B / 64 * 64;
-    float *xp = pack_tiles(a), *stage = aligned_alloc(64, sizeof(float) * LC * BP);  /* stage [LC, BP] */
+    float *xp = pack_tiles(a->xt, a->B, a->BP, a->d), *stage = aligned_alloc(64, sizeof(float) * LC * BP);  /* stage [LC, BP] */
     int32_t *ids = malloc(sizeof(int32_t) * LC * k);
     for (int64_t c = lo; c < hi; c++) {
         const int64_t l0 = c * LC, n = a->L - l0 < LC ? a->L - l0 : LC;
