@@ -19,6 +19,10 @@ layer's time (higher: faster), dense timed in the same round-robin. Layers that 
 ``--max-gb`` together are timed in several groups, each with dense beside it where both fit (a
 record's ``baseline`` says "interleaved"; where not, "separate": the ratio uses dense's times
 from the first group); a layer that alone exceeds ``--max-gb`` is skipped with a note.
+
+``--step`` (``run_steps``) times full training steps instead — loss over sparse targets, every
+gradient, SGD-momentum update — of dense and the layers with the loss fused into their kernels
+(``bench.kernels.fused_loss``), round-robin in the same way.
 """
 
 from __future__ import annotations
@@ -429,3 +433,211 @@ TOPK_HEADER = (f"| {'layer':10} | {'top-k path':10} | {'L':>8} | {'fan-in':>6} |
 def format_topk_row(r: TopkTiming) -> str:
     return (f"| {r.layer:10} | {r.path:10} | {r.L:>8} | {r.k:>6} | {r.B:>5} | {r.topk:>3} | {_f(r.score_ms, '9.1f')} "
             f"| {_f(r.topk_ms, '9.1f')} | {_f(r.select_ms, '9.1f')} | {_f(r.select_vs_score, '14.2f')} |")
+
+
+# --- the full-step table (--step) --------------------------------------------------------------
+#
+# A classifier's training step: loss over [B, L] against sparse targets, every gradient (input,
+# weights, bias), then an SGD-momentum update. ``dense`` (nn.Linear's weight and bias) computes the
+# loss the fastest plain-torch way, chunk by chunk (scores of a label chunk by one GEMM, torch's
+# fused loss op on them, the gradient chunk by two more GEMMs); ``ffi/cpu`` and
+# ``ffi-group/g<g>`` run the fused kernel steps (``bench.kernels.fused_loss``); ``ffi/cpu-torchloss``
+# is the ffi kernels with the loss in torch between them, the path the fused step replaces.
+
+STEP_LAYERS = ("dense", "ffi/cpu", "ffi/cpu-torchloss", "ffi-group/g32")
+STEP_CHUNK = 16384  # labels per chunk of the torch losses (the classifiers' label chunk)
+STEP_LABELS_PER_ROW = 5  # positives per batch row of the timed targets
+
+
+@dataclass
+class StepTiming:
+    layer: str
+    B: int
+    d: int
+    L: int
+    k: int
+    dtype: str
+    threads: int
+    loss: str
+    step_ms: float | None = None
+    vs_dense: float | None = None
+    table: str = "step"
+    skipped: str = ""
+
+
+def _torch_loss_chunk(z, targets, lo, hi, loss, scale, y_buf):
+    """(Σ loss, scale · ∂loss/∂z) of a chunk's scores ``z [B, hi − lo]`` in torch, the targets
+    set into the zeroed ``y_buf`` and cleared again."""
+    rows, ids = targets
+    keep = (ids >= lo) & (ids < hi)
+    y = y_buf[:, : hi - lo]
+    y[rows[keep], ids[keep] - lo] = 1
+    if loss == "bce":
+        value = F.binary_cross_entropy_with_logits(z, y, reduction="sum")
+        grad = torch.sigmoid(z).sub_(y).mul_(scale)
+    else:
+        sign = y.mul(2).sub_(1)
+        margin = (1 - sign * z).clamp_(min=0)
+        value = margin.square().sum()
+        grad = margin.mul_(sign).mul_(-2 * scale)
+    y[rows[keep], ids[keep] - lo] = 0
+    return value, grad
+
+
+def _step_layers(x, d, L, k, dtype, loss, scale, targets, sparse_targets):
+    """name → make: () -> (step fn computing loss + all gradients into .grad, parameters)."""
+    from bench.classifiers.fixed_fan_in import random_fan_in_indices
+    from bench.kernels import cpu, fused_loss
+
+    g = torch.Generator().manual_seed(0)
+    index_dtype = torch.int16 if d < 32768 else torch.int32
+    ids = random_fan_in_indices(L, d, k, g).to(index_dtype) if L * d <= (1 << 28) else \
+        torch.rand(L, k, generator=g).mul_(d).to(index_dtype).clamp_(max=d - 1)
+    y_buf = torch.zeros(x.shape[0], STEP_CHUNK)
+
+    def dense():
+        weight = torch.nn.Parameter(torch.randn(L, d, dtype=dtype) * d ** -0.5)
+        bias = torch.nn.Parameter(torch.zeros(L, dtype=dtype))
+
+        def step(xin):
+            gw, gb = torch.empty_like(weight), torch.empty_like(bias)
+            gx = torch.zeros_like(xin)
+            total = 0.0
+            for lo in range(0, L, STEP_CHUNK):
+                hi = min(lo + STEP_CHUNK, L)
+                w = weight.detach()[lo:hi]
+                z = torch.addmm(bias.detach()[lo:hi], xin.detach(), w.t())  # [B, Lc]
+                value, grad = _torch_loss_chunk(z, targets, lo, hi, loss, scale, y_buf)
+                total += value.item()
+                torch.mm(grad.t(), xin.detach(), out=gw[lo:hi])
+                torch.sum(grad, 0, out=gb[lo:hi])
+                gx.addmm_(grad, w)
+            weight.grad, bias.grad, xin.grad = gw, gb, gx
+            return total * scale
+        return step, [weight, bias]
+
+    def ffi_values():
+        values = torch.nn.Parameter(torch.randn(L, k, dtype=dtype) * k ** -0.5)
+        return values, torch.nn.Parameter(torch.zeros(L, dtype=dtype))
+
+    def ffi_fused():
+        values, bias = ffi_values()
+
+        def step(xin):
+            total = fused_loss.ffi_loss(xin, values, ids, bias, sparse_targets, loss, scale)
+            total.backward()
+            return total.item()
+        return step, [values, bias]
+
+    def ffi_torch_loss():
+        values, bias = ffi_values()
+
+        def step(xin):
+            gv, gb = torch.empty_like(values), torch.empty_like(bias)
+            gx = torch.zeros_like(xin)
+            total = 0.0
+            for lo in range(0, L, STEP_CHUNK):
+                hi = min(lo + STEP_CHUNK, L)
+                z = cpu.ffi_forward(xin.detach(), values.detach()[lo:hi], ids[lo:hi]) + bias.detach()[lo:hi]
+                value, grad = _torch_loss_chunk(z, targets, lo, hi, loss, scale, y_buf)
+                total += value.item()
+                cx, cv = cpu.ffi_grads(grad, xin.detach(), values.detach()[lo:hi], ids[lo:hi], d)
+                gx += cx
+                gv[lo:hi] = cv
+                torch.sum(grad, 0, out=gb[lo:hi])
+            values.grad, bias.grad, xin.grad = gv, gb, gx
+            return total * scale
+        return step, [values, bias]
+
+    def group(size):
+        def make():
+            values, bias = ffi_values()
+            group_ids = ids[::size].contiguous()  # [ceil(L / g), k]
+
+            def step(xin):
+                total = fused_loss.group_loss(xin, values, group_ids, size, bias, sparse_targets, loss, scale)
+                total.backward()
+                return total.item()
+            return step, [values, bias]
+        return make
+
+    out = {"dense": dense, "ffi/cpu": ffi_fused, "ffi/cpu-torchloss": ffi_torch_loss}
+    for size in GROUP_SIZES:
+        out[f"ffi-group/g{size}"] = group(size)
+    return out
+
+
+def run_steps(batch=256, dim=768, fan_ins=(32,), labels=(131072,), dtype="float32", loss="bce",
+              reduction="sum_over_labels", warmup=1, repeats=5, max_gb=None, layers=None,
+              out_dir="results/kernels", log=print) -> list[StepTiming]:
+    """Time full training steps (loss + backward + SGD-momentum update) of each layer, round-robin
+    with ``dense``; ``× dense`` is dense's step time over the layer's."""
+    from bench.kernels import cpu, cpu_group, fused_loss
+    from bench.sparse import SparseTargets
+
+    dt = getattr(torch, dtype)
+    elem = torch.tensor([], dtype=dt).element_size()
+    if max_gb is None:
+        max_gb = 0.6 * _available_gb()
+    threads = torch.get_num_threads()
+    env = {"torch": torch.__version__, "device": "cpu", "cpu": cpu_model(), "git_commit": git_commit(),
+           "timing": "interleaved", "reduction": reduction, "labels_per_row": STEP_LABELS_PER_ROW,
+           "compiled": cpu.library() is not None and cpu_group.library() is not None}
+    wanted = layers or STEP_LAYERS
+    results = []
+    for L in labels:
+        for k in fan_ins:
+            g = torch.Generator().manual_seed(1)
+            x = torch.randn(batch, dim, generator=g).to(dt)
+            ids = torch.stack([torch.randperm(L, generator=g)[:STEP_LABELS_PER_ROW].sort().values
+                               for _ in range(batch)]).reshape(-1)
+            indptr = torch.arange(0, batch * STEP_LABELS_PER_ROW + 1, STEP_LABELS_PER_ROW)
+            sparse = SparseTargets(indptr, ids, L)
+            targets = (torch.arange(batch).repeat_interleave(STEP_LABELS_PER_ROW), ids)
+            scale = fused_loss.scale_for(reduction, batch, L)
+            makers = {n: m for n, m in _step_layers(x, dim, L, k, dt, loss, scale, targets, sparse).items()
+                      if any(n == w or n.startswith(w + "/") for w in wanted)}
+            rows = {n: StepTiming(n, batch, dim, L, k, dtype, threads, loss) for n in makers}
+            # held: parameters, gradients, momentum (3×); dense also [B, chunk] temporaries
+            need = {n: 3 * L * (dim if n == "dense" else k + 1) * elem / 2**30 for n in makers}
+            for n in makers:
+                if need[n] > max_gb:
+                    rows[n].skipped = f"needs ~{need[n]:.1f} GB > --max-gb {max_gb:.1f}"
+            steps = {}
+            for n in makers:
+                if rows[n].skipped:
+                    continue
+                fn, params = makers[n]()
+                opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+                xin = x.clone().requires_grad_()
+
+                def step(fn=fn, params=params, opt=opt, xin=xin):
+                    for p in params:
+                        p.grad = None
+                    xin.grad = None
+                    fn(xin)
+                    opt.step()
+                steps[n] = step
+            ms = _interleaved_ms(steps, torch.device("cpu"), warmup, repeats) if steps else {}
+            del steps
+            for n in makers:
+                row = rows[n]
+                if n in ms:
+                    row.step_ms = ms[n]
+                    if "dense" in ms:
+                        row.vs_dense = ms["dense"] / ms[n]
+                results.append(row)
+                log(format_step_row(row))
+                append_record(Path(out_dir) / "kernels.jsonl", {**asdict(row), "env": env,
+                                                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return results
+
+
+STEP_HEADER = f"| {'layer':18} | {'loss':13} | {'d':>5} | {'L':>8} | {'k':>3} | {'step ms':>9} | {'× dense':>7} |"
+
+
+def format_step_row(r: StepTiming) -> str:
+    if r.skipped:
+        return f"| {r.layer:18} | {r.loss:13} | {r.d:>5} | {r.L:>8} | {r.k:>3} | skipped: {r.skipped} |"
+    return (f"| {r.layer:18} | {r.loss:13} | {r.d:>5} | {r.L:>8} | {r.k:>3} | {_f(r.step_ms, '9.1f')} "
+            f"| {_f(r.vs_dense, '7.2f')} |")

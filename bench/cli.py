@@ -279,6 +279,8 @@ def cmd_kernels(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.step:
+        return _steps(args)
     _print_table_header(HEADER)
     rows = run_kernels(batch=args.batch, dim=args.dim, fan_ins=args.fan_in, labels=args.labels, dtype=args.dtype,
                        device=args.device, warmup=args.warmup, repeats=args.repeats, max_gb=args.max_gb,
@@ -299,6 +301,19 @@ def _topk_table(args) -> int:
     _print_table_header(TOPK_HEADER)
     run_topk(batch=args.topk_batch, dim=args.topk_dim, labels=args.topk_labels, fan_in=args.topk_fan_in,
              k=args.topk_k, warmup=args.warmup, repeats=args.repeats, layers=args.layers, out_dir=args.out)
+    print(f"records appended to {Path(args.out) / 'kernels.jsonl'}")
+    return 0
+
+
+def _steps(args) -> int:
+    from bench.bench_kernels import STEP_HEADER, run_steps
+
+    _print_table_header(STEP_HEADER)
+    rows = run_steps(batch=args.batch, dim=args.dim, fan_ins=args.fan_in, labels=args.labels, dtype=args.dtype,
+                     loss=args.loss, reduction=args.reduction, warmup=args.warmup, repeats=args.repeats,
+                     max_gb=args.max_gb, layers=args.layers, out_dir=args.out)
+    if any(r.skipped for r in rows):
+        print("skipped rows would not fit in memory (raise --max-gb to try them)")
     print(f"records appended to {Path(args.out) / 'kernels.jsonl'}")
     return 0
 
@@ -412,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     ker.add_argument("--topk-batch", type=int, default=1024, help="--topk: points scored at once")
     ker.add_argument("--topk-fan-in", type=int, default=32, help="--topk: the ffi layer's fan-in")
     ker.add_argument("--topk-k", type=int, default=5, help="--topk: labels kept per point")
+    ker.add_argument("--step", action="store_true",
+                     help="instead of the layer table: full training steps (loss over sparse targets, backward, "
+                          "SGD-momentum update) of dense, ffi/cpu and ffi-group/g32 with the fused kernel loss, "
+                          "and ffi/cpu-torchloss (the loss in torch between the kernels), round-robin with dense")
+    ker.add_argument("--loss", default="bce", choices=["bce", "squared_hinge"], help="the --step table's loss")
+    ker.add_argument("--reduction", default="sum_over_labels", choices=["sum_over_labels", "mean", "sum"],
+                     help="the --step table's loss reduction")
     ker.add_argument("--out", default="results/kernels", help="directory of kernels.jsonl / step_memory.jsonl")
     ker.set_defaults(func=cmd_kernels)
 

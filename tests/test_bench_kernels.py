@@ -99,3 +99,40 @@ def test_interleaved_timing_runs_round_robin():
     ms = _interleaved_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, torch.device("cpu"),
                          warmup=1, repeats=2)
     assert calls == ["a", "b"] * 3 and set(ms) == {"a", "b"} and all(v >= 0 for v in ms.values())
+
+
+@pytest.mark.parametrize("loss", ["bce", "squared_hinge"])
+def test_step_table_runs_every_layer_and_records(tmp_path, loss):
+    from bench.bench_kernels import run_steps
+
+    rows = run_steps(batch=5, dim=16, fan_ins=(3,), labels=(300,), loss=loss, warmup=0, repeats=1,
+                     out_dir=tmp_path, log=lambda s: None)
+    assert [r.layer for r in rows] == ["dense", "ffi/cpu", "ffi/cpu-torchloss", "ffi-group/g32"]
+    assert all(r.step_ms > 0 and r.vs_dense > 0 and not r.skipped for r in rows)
+    records = [json.loads(line) for line in (tmp_path / "kernels.jsonl").read_text().splitlines()]
+    assert {r["table"] for r in records} == {"step"} and records[0]["vs_dense"] == 1.0
+
+
+def test_step_torch_loss_is_the_kernels_loss():
+    """The step table's torch loss (dense's and ffi/cpu-torchloss's) is the fused kernels' loss."""
+    from bench.bench_kernels import _torch_loss_chunk
+    from bench.kernels.fused_loss import score_loss
+
+    z = torch.randn(4, 10) * 3
+    rows, ids = torch.tensor([0, 0, 2, 3]), torch.tensor([1, 12, 9, 5])  # label 12 outside the chunk
+    y = torch.zeros(4, 10)
+    y[rows[ids < 10], ids[ids < 10]] = 1
+    buf = torch.zeros(4, 16)
+    for loss in ("bce", "squared_hinge"):
+        value, grad = _torch_loss_chunk(z, (rows, ids), 0, 10, loss, 0.5, buf)
+        want_value, want_grad = score_loss(z, y, loss)
+        torch.testing.assert_close(value, want_value.sum())
+        torch.testing.assert_close(grad, 0.5 * want_grad)
+        assert not buf.any()  # the target buffer is left zeroed
+
+
+def test_cli_step_table(tmp_path, capsys):
+    assert main(["kernels", "--step", "--labels", "64", "--fan-in", "3", "--batch", "3", "--dim", "8",
+                 "--repeats", "1", "--warmup", "0", "--layers", "dense", "ffi/cpu", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "step ms" in out and "ffi/cpu " in out and "ffi-group" not in out

@@ -97,13 +97,11 @@ def _xc_split_folder(folder, seed=0):
     return filtered
 
 
-def test_split_format_dataset_carries_its_filter_through_the_cache(tmp_path, monkeypatch):
+def test_split_format_dataset_carries_its_filter_through_the_cache(tmp_path, stand_in_files, monkeypatch):
     from bench.config import DataConfig
-    from bench.data.cache import prepare
-    from bench.data.catalog import load_dataset
+    from bench.data.catalog import load_dataset, prepare
 
     filtered = _xc_split_folder(tmp_path)
-    monkeypatch.setattr("bench.data.real.check_read_counts", lambda *args: None)  # a toy stand-in for the card's files
     cfg = DataConfig(name="lf-amazontitles-131k", path=str(tmp_path), cache_dir=str(tmp_path / "cache"))
     built = load_dataset(cfg)
     assert (built.num_train, built.num_test, built.num_labels, built.num_features) == (40, 15, 12, 20)
@@ -123,12 +121,11 @@ def test_split_format_dataset_carries_its_filter_through_the_cache(tmp_path, mon
     np.testing.assert_array_equal(cached.test_filter.indices, filtered.indices)
 
 
-def test_run_with_filter_end_to_end(tmp_path, tiny_overrides, monkeypatch):
+def test_run_with_filter_end_to_end(tmp_path, tiny_overrides, stand_in_files):  # a toy folder as the card's files
     from bench.resolve import resolve
     from bench.experiment import run_experiment
 
     _xc_split_folder(tmp_path)
-    monkeypatch.setattr("bench.data.real.check_read_counts", lambda *args: None)  # a toy stand-in for the card's files
     keep = [o for o in tiny_overrides if not o.startswith("data.")]
     cfg = resolve([*keep, "method=dense", "data=lf-amazontitles-131k", f"data.path={tmp_path}"])
     record = run_experiment(cfg)

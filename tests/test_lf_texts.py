@@ -23,10 +23,7 @@ from bench.record import read_records
 NAME = "lf-amazontitles-131k"
 
 
-@pytest.fixture(autouse=True)
-def _toy_files_hold_other_counts_than_the_card(monkeypatch):
-    # these toy folders stand in for the card's files at a fraction of their size
-    monkeypatch.setattr("bench.data.real.check_read_counts", lambda *args: None)
+pytestmark = pytest.mark.usefixtures("stand_in_files")  # toy folders stand in for the card's files
 L, V = 12, 30
 SIZES = {"trn": 24, "tst": 10}
 

@@ -22,6 +22,9 @@ from bench.data.clusters import read_cluster_file
 from bench.errors import BenchError, ConfigError, DataFormatError
 from bench.record import read_records
 
+# the stand-ins in tests/data are read under shipped cards' names, whose counts they cannot hold
+pytestmark = pytest.mark.usefixtures("stand_in_files")
+
 DATA = Path(__file__).parent / "data"
 NAMES = ["C", "a_label", "b_label", "c", "d9"]  # Python's sorted order of the stand-in's label names
 

@@ -33,6 +33,9 @@ def library() -> ctypes.CDLL | None:
         native.declare(lib, ("ffi_forward",), [ptr, ptr, ptr, c_int, ptr, i64, i64, i64, i64, c_int])
         native.declare(lib, ("ffi_backward",), [ptr, ptr, ptr, ptr, c_int, ptr, ptr, i64, i64, i64, i64, c_int])
         native.declare(lib, ("ffi_threads_used",), [i64, c_int], c_int)
+        # the fused loss step (bench.kernels.fused_loss)
+        native.declare(lib, ("ffi_loss_step",), [ptr, ptr, ptr, c_int, ptr, ptr, ptr, c_int, ctypes.c_float,
+                                                 ptr, ptr, ptr, i64, i64, i64, i64, c_int], ctypes.c_double)
     return lib
 
 

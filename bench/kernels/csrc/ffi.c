@@ -1,7 +1,9 @@
 /* Fixed fan-in (ffi) on CPU: out[b, l] = Σ_j v[l, j] · x[b, idx[l, j]] and both gradients,
    parallel over 256-label chunks. Entry points: ffi_forward, ffi_backward, ffi_threads_used
-   (loaded through ctypes by bench/kernels/cpu.py). Design: docs/kernels.md. */
-#include "common.h"
+   (loaded through ctypes by bench/kernels/cpu.py) and ffi_loss_step, the forward, a loss and
+   both gradients per chunk in cache (bench/kernels/fused_loss.py). Design: docs/kernels.md. */
+#include "ffi_tiles.h"
+#include "loss.h"
 
 #define LC 256  /* labels per chunk: a thread's unit of work */
 
@@ -12,33 +14,8 @@ typedef struct {
 
 /* the ids of labels [l0, l0 + n) as int32 (ids[t·k + j]) */
 static void chunk_ids(const args_t *a, int64_t l0, int64_t n, int32_t *ids) {
-    const int64_t m = n * a->k, o = l0 * a->k;
-    if (a->idx_bytes == 2) for (int64_t i = 0; i < m; i++) ids[i] = ((const int16_t *)a->idx)[o + i];
-    else memcpy(ids, (const int32_t *)a->idx + o, sizeof(int32_t) * m);
+    ids_as_int32(a->idx, a->idx_bytes, a->k, l0, n, ids);
 }
-
-/* ---- forward ---------------------------------------------------------------------------
-   xp: xt [d, B] re-laid as column tiles, 64 wide then 16 wide (zero-padded to BP): tile of
-   first column c0 and width W is [d, W] at xp + d·c0, so a label's k rows of one tile are
-   W floats each. R labels × W columns sit in R·W/16 registers while the k ids stream. */
-AI void fwd_block(const int R, const int NV, const float *X, const float *w, const int32_t *id, int64_t k,
-                  float *stage, int64_t BP) {
-    vf acc[4][4];
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) acc[r][q] = (vf){0};
-    for (int64_t j = 0; j < k; j++) {
-        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
-            const float *row = X + (int64_t)id[r * k + j] * (16 * NV); const vf s = bc(w[r * k + j]);
-            _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) acc[r][q] += s * ld(row + 16 * q);
-        }
-    }
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) st(stage + r * BP + 16 * q, acc[r][q]);
-}
-static void fwd_4_4(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(4, 4, X, w, id, k, s, BP); }
-static void fwd_1_4(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(1, 4, X, w, id, k, s, BP); }
-static void fwd_4_1(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(4, 1, X, w, id, k, s, BP); }
-static void fwd_1_1(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(1, 1, X, w, id, k, s, BP); }
 
 /* out[b, t] = stage[t, b] for b < B, t < n (out rows L floats apart): 16 × 16 blocks, along 16
    rows at a time (1 KiB runs per row: at L = 2^17 the rows alias in L1 and L2, so walking down
@@ -59,25 +36,12 @@ static void write_out(const float *stage, int64_t BP, int64_t B, int64_t n, floa
     }
 }
 
-static float *pack_tiles(const args_t *a) {
-    const int64_t B = a->B, BP = a->BP, d = a->d, n64 = B / 64 * 64;
-    float *xp = aligned_alloc(64, sizeof(float) * d * BP);
-    for (int64_t c0 = 0; c0 < BP; c0 += c0 < n64 ? 64 : 16) {
-        const int64_t W = c0 < n64 ? 64 : 16, nc = B - c0 < W ? B - c0 : W;
-        for (int64_t i = 0; i < d; i++) {
-            float *dst = xp + d * c0 + i * W;
-            memcpy(dst, a->xt + i * B + c0, sizeof(float) * nc);
-            memset(dst + nc, 0, sizeof(float) * (W - nc));
-        }
-    }
-    return xp;
-}
 
 static void fwd(const void *args, int64_t lo, int64_t hi, int tid) {
     const args_t *a = args;
     (void)tid;  /* threads write disjoint labels: no per-thread buffer */
     const int64_t B = a->B, BP = a->BP, d = a->d, k = a->k, n64 = B / 64 * 64;
-    float *xp = pack_tiles(a), *stage = aligned_alloc(64, sizeof(float) * LC * BP);  /* stage [LC, BP] */
+    float *xp = pack_tiles(a->xt, a->B, a->BP, a->d), *stage = aligned_alloc(64, sizeof(float) * LC * BP);  /* stage [LC, BP] */
     int32_t *ids = malloc(sizeof(int32_t) * LC * k);
     for (int64_t c = lo; c < hi; c++) {
         const int64_t l0 = c * LC, n = a->L - l0 < LC ? a->L - l0 : LC;
@@ -222,61 +186,173 @@ static void load_chunk(const args_t *a, int64_t l0, int64_t n, float *gT) {
         }
 }
 
+/* Per-thread scratch of the backward walk (and of the fused loss step) */
+typedef struct {
+    float *xp, *buf, *gT; int32_t *ids, *start, *cur; uint16_t *epos; vf *pv;
+    int64_t part; uint64_t inv;
+} walk_t;
+
+/* xp: xt zero-padded to [d, BP] (when `want_xp`), buf: this thread's [d, BP] grad_x buffer
+   (when a->gx), gT [LC, BP], the chunk's ids and the sort's scratch */
+static walk_t walk_scratch(const args_t *a, int tid, int want_xp) {
+    const int64_t BP = a->BP, d = a->d, k = a->k;
+    walk_t w;
+    w.xp = want_xp ? aligned_alloc(64, sizeof(float) * d * BP) : NULL;  /* xt [d, BP], zero-padded */
+    if (w.xp) for (int64_t i = 0; i < d; i++) {
+        memcpy(w.xp + i * BP, a->xt + i * a->B, sizeof(float) * a->B);
+        memset(w.xp + i * BP + a->B, 0, sizeof(float) * (BP - a->B));
+    }
+    w.buf = a->gx ? a->gx + (int64_t)tid * d * BP : NULL;  /* this thread's [d, BP] */
+    if (w.buf) memset(w.buf, 0, sizeof(float) * d * BP);
+    w.gT = aligned_alloc(64, sizeof(float) * LC * BP);
+    w.ids = malloc(sizeof(int32_t) * (LC * k + 2 * d + 1)); w.start = w.ids + LC * k; w.cur = w.start + d + 1;
+    /* the id walk sorts at most 65536 entries at a time (16-bit positions): `part` labels */
+    w.part = k <= 256 ? LC : 65536 / k;
+    w.epos = malloc(sizeof(uint16_t) * w.part * k);
+    w.inv = (((uint64_t)1 << 32) + (uint64_t)k - 1) / (uint64_t)k;
+    w.pv = aligned_alloc(64, sizeof(vf) * k);
+    return w;
+}
+
+static void walk_free(walk_t *w) { free(w->xp); free(w->gT); free(w->ids); free(w->epos); free(w->pv); }
+
+/* Both gradients (those asked for: w->buf, w->xp with a->gv) of the chunk of n labels from l0
+   whose gradient rows are w->gT [n, BP] (ids in w->ids); while the walk runs, the next chunk's
+   columns of a->g are prefetched when a->g is set */
+AI void walk_chunk(const args_t *a, walk_t *w, int64_t l0, int64_t n) {
+    const int64_t BP = a->BP, d = a->d, k = a->k, part = w->part;
+    const float *xp = a->gv ? w->xp : NULL, *gT = w->gT;  /* xp: grad_values wanted */
+    float *buf = w->buf;
+    int32_t *ids = w->ids, *start = w->start;
+    uint16_t *epos = w->epos;
+    const uint64_t inv = w->inv;
+    vf *pv = w->pv;
+    if (buf) for (int64_t s0 = 0; s0 < n; s0 += part) {  /* id by id */
+        const int64_t np = n - s0 < part ? n - s0 : part;
+        sort_entries(ids + s0 * k, np * k, d, start, w->cur, epos);
+        const float *vc = a->v + (l0 + s0) * k, *gTs = gT + s0 * BP;
+        float *gvc = xp ? a->gv + (l0 + s0) * k : NULL;
+        /* the next chunk's columns of g are asked for a few lines per id, spread over the
+           walk, rather than all at once at the next load */
+        const int64_t next = a->g && s0 + part >= n && l0 + LC < a->L ? (a->L - l0 - LC < LC ? a->L - l0 - LC : LC) : 0;
+        spread_t ahead = spread(a->g ? a->g + l0 + LC : NULL, a->L, a->B, next, d);
+        for (int64_t i = 0; i < d; i++) {
+            spread_step(&ahead);
+            const int32_t e0 = start[i], e1 = start[i + 1];
+            if (e0 == e1) continue;
+            for (int64_t c0 = 0, wd; c0 < BP; c0 += wd) {
+                wd = piece(BP, c0);
+                float *br = buf + i * BP + c0;
+                if (xp) (wd == 256 ? both_16 : wd == 64 ? both_4 : both_1)(xp + i * BP + c0, br, gTs, BP, c0, epos, inv,
+                                                                       vc, e0, e1, gvc);
+                else (wd == 256 ? gx_16 : wd == 64 ? gx_4 : gx_1)(br, gTs, BP, c0, epos, inv, vc, e0, e1);
+            }
+        }
+    } else for (int64_t t = 0; t < n; t++) {  /* grad_values alone: label by label */
+        for (int64_t j = 0; j < k; j++) pv[j] = (vf){0};
+        for (int64_t b0 = 0, wd; b0 < BP; b0 += wd) {
+            wd = piece(BP, b0);
+            (wd == 256 ? gv_16 : wd == 64 ? gv_4 : gv_1)(gT + t * BP + b0, xp + b0, BP, ids + t * k, k, pv);
+        }
+        for (int64_t j = 0; j < k; j++) a->gv[(l0 + t) * k + j] = vsum(pv[j]);
+    }
+}
+
 static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
     const args_t *a = args;
-    const int64_t BP = a->BP, d = a->d, k = a->k;
-    float *xp = a->gv ? aligned_alloc(64, sizeof(float) * d * BP) : NULL;  /* xt [d, BP], zero-padded */
-    if (xp) for (int64_t i = 0; i < d; i++) {
-        memcpy(xp + i * BP, a->xt + i * a->B, sizeof(float) * a->B);
-        memset(xp + i * BP + a->B, 0, sizeof(float) * (BP - a->B));
-    }
-    float *buf = a->gx ? a->gx + (int64_t)tid * d * BP : NULL;  /* this thread's [d, BP] */
-    if (buf) memset(buf, 0, sizeof(float) * d * BP);
-    float *gT = aligned_alloc(64, sizeof(float) * LC * BP);
-    int32_t *ids = malloc(sizeof(int32_t) * (LC * k + 2 * d + 1)), *start = ids + LC * k, *cur = start + d + 1;
-    /* the id walk sorts at most 65536 entries at a time (16-bit positions): `part` labels */
-    const int64_t part = k <= 256 ? LC : 65536 / k;
-    uint16_t *epos = malloc(sizeof(uint16_t) * part * k);
-    const uint64_t inv = (((uint64_t)1 << 32) + (uint64_t)k - 1) / (uint64_t)k;
-    vf *pv = aligned_alloc(64, sizeof(vf) * k);
+    walk_t w = walk_scratch(a, tid, a->gv != NULL);
     for (int64_t c = lo; c < hi; c++) {
         const int64_t l0 = c * LC, n = a->L - l0 < LC ? a->L - l0 : LC;
-        chunk_ids(a, l0, n, ids);
-        load_chunk(a, l0, n, gT);
-        if (buf) for (int64_t s0 = 0; s0 < n; s0 += part) {  /* id by id */
-            const int64_t np = n - s0 < part ? n - s0 : part;
-            sort_entries(ids + s0 * k, np * k, d, start, cur, epos);
-            const float *vc = a->v + (l0 + s0) * k, *gTs = gT + s0 * BP;
-            float *gvc = xp ? a->gv + (l0 + s0) * k : NULL;
-            /* the next chunk's columns of g are asked for a few lines per id, spread over the
-               walk, rather than all at once at the next load */
-            const int64_t next = s0 + part >= n && l0 + LC < a->L ? (a->L - l0 - LC < LC ? a->L - l0 - LC : LC) : 0;
-            spread_t ahead = spread(a->g + l0 + LC, a->L, a->B, next, d);
-            for (int64_t i = 0; i < d; i++) {
-                spread_step(&ahead);
-                const int32_t e0 = start[i], e1 = start[i + 1];
-                if (e0 == e1) continue;
-                for (int64_t c0 = 0, w; c0 < BP; c0 += w) {
-                    w = piece(BP, c0);
-                    float *br = buf + i * BP + c0;
-                    if (xp) (w == 256 ? both_16 : w == 64 ? both_4 : both_1)(xp + i * BP + c0, br, gTs, BP, c0, epos, inv,
-                                                                         vc, e0, e1, gvc);
-                    else (w == 256 ? gx_16 : w == 64 ? gx_4 : gx_1)(br, gTs, BP, c0, epos, inv, vc, e0, e1);
-                }
-            }
-        } else for (int64_t t = 0; t < n; t++) {  /* grad_values alone: label by label */
-            for (int64_t j = 0; j < k; j++) pv[j] = (vf){0};
-            for (int64_t b0 = 0, w; b0 < BP; b0 += w) {
-                w = piece(BP, b0);
-                (w == 256 ? gv_16 : w == 64 ? gv_4 : gv_1)(gT + t * BP + b0, xp + b0, BP, ids + t * k, k, pv);
-            }
-            for (int64_t j = 0; j < k; j++) a->gv[(l0 + t) * k + j] = vsum(pv[j]);
-        }
+        chunk_ids(a, l0, n, w.ids);
+        load_chunk(a, l0, n, w.gT);
+        walk_chunk(a, &w, l0, n);
     }
-    free(xp); free(gT); free(ids); free(epos); free(pv);
+    walk_free(&w);
 }
 
 static int64_t chunks(int64_t L) { return (L + LC - 1) / LC; }
+
+/* ---- fused loss step -----------------------------------------------------------------------
+   Per chunk, in the thread's caches: the scores into gT [n, BP] (a label's row of B scores,
+   register-blocked as the forward, reading the rows of xp [d, BP] directly), then the loss pass
+   turns them into scale · ∂l/∂z in place (targets: a [LC, BP/16] bitmap of 16-bit words, 8 KiB),
+   grad_bias is each row's sum, and the walk of the backward runs on gT as if it had been read
+   from grad_out. No [B, L] array exists. */
+AI void fwd_rows(const int R, const int NV, const float *X, int64_t xs, const float *w, const int32_t *id, int64_t k,
+                 float *out, int64_t os) {
+    vf acc[4][4];
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) acc[r][q] = (vf){0};
+    for (int64_t j = 0; j < k; j++) {
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+            const float *row = X + (int64_t)id[r * k + j] * xs; const vf s = bc(w[r * k + j]);
+            _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) acc[r][q] += s * ld(row + 16 * q);
+        }
+    }
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) st(out + r * os + 16 * q, acc[r][q]);
+}
+#define ROWS_ARGS const float *X, int64_t xs, const float *w, const int32_t *id, int64_t k, float *o, int64_t os
+static void rows_4_4(ROWS_ARGS) { fwd_rows(4, 4, X, xs, w, id, k, o, os); }
+static void rows_1_4(ROWS_ARGS) { fwd_rows(1, 4, X, xs, w, id, k, o, os); }
+static void rows_4_1(ROWS_ARGS) { fwd_rows(4, 1, X, xs, w, id, k, o, os); }
+static void rows_1_1(ROWS_ARGS) { fwd_rows(1, 1, X, xs, w, id, k, o, os); }
+
+typedef struct {
+    args_t a; const float *bias; float *gbias; const int64_t *row_ptr, *labels; pass_fn pass; float scale;
+    double sum[MAX_THREADS];
+} loss_args_t;
+
+static void loss_step(const void *args, int64_t lo, int64_t hi, int tid) {
+    const loss_args_t *la = args;
+    const args_t *a = &la->a;
+    const int64_t B = a->B, BP = a->BP, k = a->k, n64 = B / 64 * 64, W = BP / 16;
+    walk_t w = walk_scratch(a, tid, 1);  /* xp serves the forward too */
+    uint16_t *bits = calloc((size_t)(LC * W), sizeof(uint16_t));  /* [LC, BP/16]: bit b of label t's row */
+    targets_t tg = bucket_targets(la->row_ptr, la->labels, B, lo * LC, hi * LC < a->L ? hi * LC : a->L, LC);
+    double total = 0;
+    for (int64_t c = lo; c < hi; c++) {
+        const int64_t l0 = c * LC, n = a->L - l0 < LC ? a->L - l0 : LC;
+        const float *v = a->v + l0 * k;
+        chunk_ids(a, l0, n, w.ids);
+        for (int64_t c0 = 0; c0 < BP; c0 += c0 < n64 ? 64 : 16) {
+            const int wide = c0 < n64; const float *X = w.xp + c0;
+            float *o = w.gT + c0;
+            int64_t t = 0;
+            for (; t + 4 <= n; t += 4) (wide ? rows_4_4 : rows_4_1)(X, BP, v + t * k, w.ids + t * k, k, o + t * BP, BP);
+            for (; t < n; t++) (wide ? rows_1_4 : rows_1_1)(X, BP, v + t * k, w.ids + t * k, k, o + t * BP, BP);
+        }
+        mark_targets(&tg, c - lo, bits, W, 1, 1);
+        total += la->pass(w.gT, BP, n, B, bits, W, la->bias ? la->bias + l0 : NULL,
+                          la->gbias ? la->gbias + l0 : NULL, NULL, la->scale);
+        mark_targets(&tg, c - lo, bits, W, 1, 0);
+        if (a->gv || a->gx) walk_chunk(a, &w, l0, n);
+    }
+    ((loss_args_t *)la)->sum[tid] = total;  /* each thread its own slot */
+    free(tg.ent); free(tg.start); free(bits);
+    walk_free(&w);
+}
+
+/* xt [d, B], v [L, k], idx [L, k] (2 or 4 bytes), bias [L] (or NULL), targets row_ptr [B + 1] /
+   labels [nnz] (int64) -> returns Σ loss(z, y) over [B, L] (unscaled); gv [L, k], gbias [L] and
+   gx [threads, d, B16] partial sums (each if not NULL; gx summed by the caller) of scale · loss.
+   An unknown loss id returns NaN and writes nothing. */
+double ffi_loss_step(const float *xt, const float *v, const void *idx, int idx_bytes, const float *bias,
+                     const int64_t *row_ptr, const int64_t *labels, int loss, float scale,
+                     float *gv, float *gbias, float *gx, int64_t B, int64_t d, int64_t L, int64_t k, int nt) {
+    const pass_fn pass = loss_pass_for(loss, 1);
+    if (!pass) return __builtin_nan("");
+    if (!B || !L) return 0;
+    if (gv) huge_pages(gv, sizeof(float) * L * k);
+    loss_args_t *la = calloc(1, sizeof(loss_args_t));
+    la->a = (args_t){xt, v, NULL, idx, NULL, gv, gx, B, (B + 15) / 16 * 16, d, L, k, idx_bytes};
+    la->bias = bias; la->gbias = gbias; la->row_ptr = row_ptr; la->labels = labels; la->pass = pass; la->scale = scale;
+    parallel(loss_step, la, chunks(L), nt);
+    double total = 0;
+    for (int t = 0; t < threads_for(chunks(L), nt); t++) total += la->sum[t];
+    free(la);
+    return total;
+}
 
 /* xt [d, B], v [L, k], idx [L, k] (2 or 4 bytes) -> out [B, L] */
 void ffi_forward(const float *xt, const float *v, const void *idx, int idx_bytes, float *out,

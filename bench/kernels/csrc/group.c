@@ -1,8 +1,10 @@
 /* Group-shared fixed fan-in on CPU: labels in groups of gs share one set of k input ids;
    a register-blocked GEMM per group, the backward per ~256-label super-chunk. Entry points:
    group_forward, group_backward, group_threads_used (loaded through ctypes by
-   bench/kernels/cpu_group.py). Design: docs/kernels.md. */
+   bench/kernels/cpu_group.py) and group_loss_step, the forward, a loss and both gradients per
+   super-chunk in cache (bench/kernels/fused_loss.py). Design: docs/kernels.md. */
 #include "common.h"
+#include "loss.h"
 
 #define MAXR 12  /* rows of a register block */
 #define MAXV 4   /* 16-float vectors per row of a register block */
@@ -17,8 +19,9 @@ typedef struct {
    a register of its own where rows are consecutive floats):
    FWD  S[tab[i] + r]  (xt rows of the group's ids, consecutive batch rows)
    GV   S[tab[r] + i]  (one xt row per id, stepping along the batch)
-   GX   S[i·is + r]    (values rows of consecutive labels, consecutive ids) */
-enum { FWD, GV, GX };
+   GX   S[i·is + r]    (values rows of consecutive labels, consecutive ids)
+   FWDL as FWD, into a buffer read again soon (the fused loss step): plain stores */
+enum { FWD, GV, GX, FWDL };
 
 /* acc[r][q] = Σ_i scalar(i, r) · V[i·vs + 16q], r < R, q < NV (M, R, NV constant after
    inlining: the accumulators live in registers) */
@@ -31,7 +34,7 @@ AI void block(const int M, const int R, const int NV, vf acc[MAXR][MAXV], const 
     }
     for (int64_t i = 0; i < ni; i++) {
         vf w[MAXV];
-        const int64_t o = M == FWD ? tab[i] : M == GV ? i : i * is;
+        const int64_t o = M == FWD || M == FWDL ? tab[i] : M == GV ? i : i * is;
         _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) w[q] = ld(V + i * vs + 16 * q);
         _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {
             const vf s = bc(rp[r][o]);
@@ -69,6 +72,8 @@ static void add_##R##_##NV(const float *S, int64_t is, int64_t ni, const float *
 }
 STORE_VARIANT(FWD, 12, 2) STORE_VARIANT(FWD, 8, 2) STORE_VARIANT(FWD, 4, 2) STORE_VARIANT(FWD, 1, 2)
 STORE_VARIANT(FWD, 12, 1) STORE_VARIANT(FWD, 8, 1) STORE_VARIANT(FWD, 4, 1) STORE_VARIANT(FWD, 1, 1)
+STORE_VARIANT(FWDL, 12, 2) STORE_VARIANT(FWDL, 8, 2) STORE_VARIANT(FWDL, 4, 2) STORE_VARIANT(FWDL, 1, 2)
+STORE_VARIANT(FWDL, 12, 1) STORE_VARIANT(FWDL, 8, 1) STORE_VARIANT(FWDL, 4, 1) STORE_VARIANT(FWDL, 1, 1)
 STORE_VARIANT(GV, 12, 2) STORE_VARIANT(GV, 8, 2) STORE_VARIANT(GV, 4, 2) STORE_VARIANT(GV, 1, 2)
 STORE_VARIANT(GV, 12, 1) STORE_VARIANT(GV, 8, 1) STORE_VARIANT(GV, 4, 1) STORE_VARIANT(GV, 1, 1)
 ADD_VARIANT(6, 4) ADD_VARIANT(2, 4) ADD_VARIANT(1, 4)
@@ -92,6 +97,8 @@ static void gemm_store(store_fn const fn[2][4], int rows_move_S, const float *S,
 
 static store_fn const FWD_FNS[2][4] = {{store_FWD_12_1, store_FWD_8_1, store_FWD_4_1, store_FWD_1_1},
                                        {store_FWD_12_2, store_FWD_8_2, store_FWD_4_2, store_FWD_1_2}};
+static store_fn const FWDL_FNS[2][4] = {{store_FWDL_12_1, store_FWDL_8_1, store_FWDL_4_1, store_FWDL_1_1},
+                                        {store_FWDL_12_2, store_FWDL_8_2, store_FWDL_4_2, store_FWDL_1_2}};
 static store_fn const GV_FNS[2][4] = {{store_GV_12_1, store_GV_8_1, store_GV_4_1, store_GV_1_1},
                                       {store_GV_12_2, store_GV_8_2, store_GV_4_2, store_GV_1_2}};
 
@@ -222,6 +229,89 @@ static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
     free(s.off);
 }
 
+
+/* ---- fused loss step -----------------------------------------------------------------------
+   Per super-chunk, in the thread's caches: every group's scores into the [B, SP] block the
+   backward reads (cs: there a copy of grad_out's columns), the loss pass turning them into
+   scale · ∂l/∂z in place (targets: a [B, SP/16] bitmap), grad_bias the column sums, then each
+   group's backward as in bwd. No [B, L] array exists. */
+typedef struct {
+    gargs_t a; const float *bias; float *gbias; const int64_t *row_ptr, *labels; pass_fn pass; float scale;
+    double sum[MAX_THREADS];
+} gloss_args_t;
+
+static void loss_step(const void *args, int64_t lo, int64_t hi, int tid) {
+    const gloss_args_t *la = args;
+    const gargs_t *a = &la->a;
+    const int64_t B = a->B, k = a->k, GP = a->GP, BP = a->BP, L = a->L, gs = a->gs, SC = per_super(gs);
+    const int64_t SP = (SC * gs + 15) / 16 * 16 + 16, W = SP / 16;
+    const int64_t G_all = groups(L, gs);
+    scratch_t s = scratch(a, B * SP + GP * BP + k * GP + k * GP + SP + 16);
+    float *cs = (float *)(((uintptr_t)s.f + 63) & ~(uintptr_t)63);
+    float *gT = cs + B * SP, *gvT = gT + GP * BP, *vT = gvT + k * GP, *colsum = vT + k * GP;
+    float *buf = a->gx ? a->gx + (int64_t)tid * a->d * BP : NULL;  /* this thread's [d, BP] */
+    if (buf) memset(buf, 0, sizeof(float) * a->d * BP);
+    memset(vT, 0, sizeof(float) * k * GP);
+    uint16_t *bits = calloc((size_t)(B * W), sizeof(uint16_t));  /* [B, SP/16]: bit t of row b */
+    const int64_t l_lo = lo * SC * gs, l_hi = hi * SC * gs < L ? hi * SC * gs : L;
+    targets_t tg = bucket_targets(la->row_ptr, la->labels, B, l_lo, l_hi, SC * gs);
+    double total = 0;
+    for (int64_t S = lo; S < hi; S++) {
+        const int64_t G0 = S * SC, G1 = G0 + SC < G_all ? G0 + SC : G_all;
+        const int64_t ls = G0 * gs, ns = (G1 * gs < L ? G1 * gs : L) - ls, n16 = (ns + 15) / 16 * 16;
+        for (int64_t G = G0; G < G1; G++) {
+            const int64_t l0 = G * gs, n = L - l0 < gs ? L - l0 : gs;
+            group_ids(a, G, s.off, NULL);
+            for (int64_t t = 0; t < n; t++)
+                for (int64_t j = 0; j < k; j++) vT[j * GP + t] = a->v[(l0 + t) * k + j];
+            if (n < gs) for (int64_t j = 0; j < k; j++) memset(vT + j * GP + n, 0, sizeof(float) * (GP - n));
+            gemm_store(FWDL_FNS, 1, a->xt, s.off, B, k, vT, GP, n, cs + (l0 - ls), SP);
+        }
+        mark_targets(&tg, S - lo, bits, W, 0, 1);
+        total += la->pass(cs, SP, B, ns, bits, W, la->bias ? la->bias + ls : NULL,
+                          la->gbias ? la->gbias + ls : NULL, colsum, la->scale);
+        mark_targets(&tg, S - lo, bits, W, 0, 0);
+        for (int64_t b = 0; b < B; b++) memset(cs + b * SP + n16, 0, sizeof(float) * (SP - n16));
+        for (int64_t G = G0; G < G1; G++) {
+            const int64_t l0 = G * gs, n = L - l0 < gs ? L - l0 : gs;
+            const float *cg = cs + (l0 - ls);  /* the group's columns: rows SP floats apart */
+            group_ids(a, G, s.off, s.row);
+            if (a->gv) {
+                gemm_store(GV_FNS, 0, a->xt, s.off, k, B, cg, SP, n, gvT, GP);
+                store_gv(gvT, GP, n, k, a->gv + l0 * k);
+            }
+            if (buf) {
+                transpose_cols(cg, SP, B, GP, gT, BP);
+                gemm_add(a->v + l0 * k, k, k, n, gT, BP, BP, buf, s.row);
+            }
+        }
+    }
+    ((gloss_args_t *)la)->sum[tid] = total;  /* each thread its own slot */
+    free(tg.ent); free(tg.start); free(bits);
+    free(s.off);
+}
+
+/* xt [d, B], v [L, k], idx [ceil(L/gs), k] (2 or 4 bytes), bias [L] (or NULL), targets row_ptr
+   [B + 1] / labels [nnz] (int64) -> returns Σ loss(z, y) over [B, L] (unscaled); gv [L, k],
+   gbias [L] and gx [threads, d, B16] partial sums (each if not NULL; gx summed by the caller) of
+   scale · loss. An unknown loss id returns NaN and writes nothing. */
+double group_loss_step(const float *xt, const float *v, const void *idx, int idx_bytes, const float *bias,
+                       const int64_t *row_ptr, const int64_t *labels, int loss, float scale,
+                       float *gv, float *gbias, float *gx, int64_t B, int64_t d, int64_t L, int64_t k, int64_t gs,
+                       int nt) {
+    const pass_fn pass = loss_pass_for(loss, 0);
+    if (!pass) return __builtin_nan("");
+    if (!B || !L) return 0;
+    if (gv) huge_pages(gv, sizeof(float) * L * k);
+    gloss_args_t *la = calloc(1, sizeof(gloss_args_t));
+    la->a = (gargs_t){xt, v, NULL, idx, NULL, gv, gx, B, d, L, k, gs, (B + 15) / 16 * 16, (gs + 15) / 16 * 16, idx_bytes};
+    la->bias = bias; la->gbias = gbias; la->row_ptr = row_ptr; la->labels = labels; la->pass = pass; la->scale = scale;
+    parallel(loss_step, la, supers(L, gs), nt);
+    double total = 0;
+    for (int t = 0; t < threads_for(supers(L, gs), nt); t++) total += la->sum[t];
+    free(la);
+    return total;
+}
 
 /* xt [d, B], v [L, k], idx [ceil(L/gs), k] (2 or 4 bytes) -> out [B, L] */
 void group_forward(const float *xt, const float *v, const void *idx, int idx_bytes, float *out,

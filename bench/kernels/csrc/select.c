@@ -13,7 +13,7 @@
 #include <math.h>
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"  /* common.h's output helpers: no [B, L] output here */
-#include "common.h"
+#include "ffi_tiles.h"
 #pragma GCC diagnostic pop
 
 #define LC 256  /* labels per chunk: a thread's unit of work */
@@ -25,45 +25,10 @@ typedef struct {
 } sel_t;
 
 static void chunk_ids(const sel_t *a, int64_t l0, int64_t n, int32_t *ids) {
-    const int64_t m = n * a->k, o = l0 * a->k;
-    if (a->idx_bytes == 2) for (int64_t i = 0; i < m; i++) ids[i] = ((const int16_t *)a->idx)[o + i];
-    else memcpy(ids, (const int32_t *)a->idx + o, sizeof(int32_t) * m);
+    ids_as_int32(a->idx, a->idx_bytes, a->k, l0, n, ids);
 }
 
-/* ffi.c's forward block: R labels × 16·NV batch columns in registers while the k ids stream */
-AI void fwd_block(const int R, const int NV, const float *X, const float *w, const int32_t *id, int64_t k,
-                  float *stage, int64_t BP) {
-    vf acc[4][4];
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) acc[r][q] = (vf){0};
-    for (int64_t j = 0; j < k; j++) {
-        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
-            const float *row = X + (int64_t)id[r * k + j] * (16 * NV); const vf s = bc(w[r * k + j]);
-            _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) acc[r][q] += s * ld(row + 16 * q);
-        }
-    }
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 4") for (int q = 0; q < NV; q++) st(stage + r * BP + 16 * q, acc[r][q]);
-}
-static void fwd_4_4(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(4, 4, X, w, id, k, s, BP); }
-static void fwd_1_4(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(1, 4, X, w, id, k, s, BP); }
-static void fwd_4_1(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(4, 1, X, w, id, k, s, BP); }
-static void fwd_1_1(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(1, 1, X, w, id, k, s, BP); }
 
-/* xt [d, B] as column tiles, 64 wide then 16 wide (zero-padded to BP), as ffi.c lays them */
-static float *pack_tiles(const sel_t *a) {
-    const int64_t B = a->B, BP = a->BP, d = a->d, n64 = B / 64 * 64;
-    float *xp = aligned_alloc(64, sizeof(float) * d * BP);
-    for (int64_t c0 = 0; c0 < BP; c0 += c0 < n64 ? 64 : 16) {
-        const int64_t W = c0 < n64 ? 64 : 16, nc = B - c0 < W ? B - c0 : W;
-        for (int64_t i = 0; i < d; i++) {
-            float *dst = xp + d * c0 + i * W;
-            memcpy(dst, a->xt + i * B + c0, sizeof(float) * nc);
-            memset(dst + nc, 0, sizeof(float) * (W - nc));
-        }
-    }
-    return xp;
-}
 
 /* does score s rank above r? (NaN above every number; equal scores: neither) */
 static inline int beats(float s, float r) { return s > r || (s != s && r == r); }
@@ -93,7 +58,7 @@ static inline uint32_t beating(vf s, vf r, int64_t n) {
 static void sel(const void *args, int64_t lo, int64_t hi, int tid) {
     const sel_t *a = args;
     const int64_t B = a->B, BP = a->BP, d = a->d, k = a->k, K = a->K, n64 = B / 64 * 64;
-    float *xp = pack_tiles(a), *stage = aligned_alloc(64, sizeof(float) * LC * BP);  /* stage [LC, BP] */
+    float *xp = pack_tiles(a->xt, a->B, a->BP, a->d), *stage = aligned_alloc(64, sizeof(float) * LC * BP);  /* stage [LC, BP] */
     float *thr = aligned_alloc(64, sizeof(float) * BP);  /* each row's K-th score once its list is full (padding: NaN) */
     int32_t *ids = malloc(sizeof(int32_t) * LC * k);
     float *ls = a->best + tid * B * K; int64_t *li = a->best_ids + tid * B * K;
