@@ -103,10 +103,8 @@ TINY = {"model.fan_in": 8, "model.max_len": 16, "train.max_steps": 3, "train.epo
 
 
 @pytest.mark.parametrize("name", PAPER)
-def test_every_preset_runs_end_to_end_on_stand_ins(name, tiny_bert, tmp_path, monkeypatch):
+def test_every_preset_runs_end_to_end_on_stand_ins(name, tiny_bert, tmp_path, monkeypatch, stand_in_files):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # the stand-in files sit under a shipped card's name: its read counts are the real set's
-    monkeypatch.setattr("bench.data.real.check_read_counts", lambda *a, **k: None)
     preset = load_preset(name)
     folder = DATA / ("lf" if preset.values["data.name"].startswith("lf-") else "text")
     tiny = dict(TINY)
