@@ -1,5 +1,5 @@
-"""The classifiers' training loss through the fused loss kernels (``ffi`` and ``ffi-group``'s
-``loss`` → ``bench.kernels.fused_loss``) against the torch route (``Classifier.loss``, label
+"""The classifiers' training loss through the fused loss kernels (``ffi``, ``ffi-group`` and
+head-tail's tail: ``loss`` → ``bench.kernels.fused_loss``) against the torch route (``Classifier.loss``, label
 chunk by label chunk): values and every gradient for both losses × three reductions, the loss
 weight of a mixed objective, the routing rules (reference backend, unfused, float64, custom
 loss, a label shard's global ``mean``), and runs from the CLI."""
@@ -13,6 +13,7 @@ from bench import losses
 from bench.classifiers.base import Classifier
 from bench.classifiers.fixed_fan_in import FixedFanInClassifier
 from bench.classifiers.group_fan_in import GroupFanInClassifier
+from bench.classifiers.head_tail import HeadTailClassifier
 from bench.kernels import cpu, cpu_group, fused_loss
 from bench.kernels.ops import use_backend
 from tests.helpers import random_targets, run_records, small_classifier
@@ -22,23 +23,29 @@ compiled = pytest.mark.skipif(cpu.library() is None or cpu_group.library() is No
 
 B, D, L = 19, 24, 150
 METHODS = {"ffi": {}, "ffi-group": {"group_size": 4}}
+HEAD_TAIL = {"head-tail": {"head_labels": 20}, "head-tail-group": {"head_labels": 21, "tail": "ffi-group",
+                                                                     "group_size": 4}}
+ALL = list(METHODS) + list(HEAD_TAIL)
 
 
 def layer(name, label_chunk=40):
-    clf = small_classifier(name, D, L, label_chunk=label_chunk, fan_in=6, **METHODS[name])
+    if name in HEAD_TAIL:
+        clf = small_classifier("head-tail", D, L, label_chunk=label_chunk, fan_in=6, **HEAD_TAIL[name])
+    else:
+        clf = small_classifier(name, D, L, label_chunk=label_chunk, fan_in=6, **METHODS[name])
     with torch.no_grad():
         clf.bias.copy_(torch.randn(L, generator=torch.Generator().manual_seed(3)) * 0.3)
     return clf
 
 
 def grads(clf, h, targets, weight=1.0, route=None, **kwargs):
-    """``(value, grad_h, grad_values, grad_bias)`` of ``weight · loss`` on ``route``
+    """``(value, grad_h, every parameter's gradient)`` of ``weight · loss`` on ``route``
     (default: the classifier's own ``loss``)."""
     clf.zero_grad()
     h = h.detach().clone().requires_grad_(True)
     value = clf.loss(h, targets, **kwargs) if route is None else route(clf, h, targets, **kwargs)
     (value * weight).backward()
-    return value.detach(), h.grad, clf.values.grad.clone(), clf.bias.grad.clone()
+    return (value.detach(), h.grad, *(p.grad.clone() for p in clf.parameters()))
 
 
 def assert_close(got, want):
@@ -57,7 +64,7 @@ def spy(monkeypatch):
 
 
 @compiled
-@pytest.mark.parametrize("name", list(METHODS))
+@pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("loss", ["bce", "squared_hinge"])
 @pytest.mark.parametrize("reduction", ["sum_over_labels", "mean", "sum"])
 def test_kernel_loss_equals_the_torch_route(name, loss, reduction, monkeypatch):
@@ -75,7 +82,7 @@ def test_kernel_loss_equals_the_torch_route(name, loss, reduction, monkeypatch):
 
 
 @compiled
-@pytest.mark.parametrize("name", list(METHODS))
+@pytest.mark.parametrize("name", ALL)
 def test_loss_weight_scales_the_gradients(name):
     clf, criterion = layer(name), losses.create("bce", "mean")
     h, targets = torch.randn(B, D), random_targets(B, L, seed=6)
@@ -121,9 +128,12 @@ class _Shard:
     def block(self, z, targets, lo, hi, num_labels):
         return self.loss.block(z, targets, lo, hi, self.num_labels)
 
+    def value(self, z, targets, lo, hi, num_labels):
+        return self.loss.value(z, targets, lo, hi, self.num_labels)
+
 
 @compiled
-@pytest.mark.parametrize("name", list(METHODS))
+@pytest.mark.parametrize("name", ALL)
 def test_a_label_shard_mean_divides_by_the_global_label_count(name, monkeypatch):
     from bench.distributed import ShardLoss
 
@@ -151,13 +161,14 @@ def _run(overrides, method, tmp_path, tag):
 
 
 @compiled
-@pytest.mark.parametrize("method", ["ffi-set", "ffi-group-set"])
+@pytest.mark.parametrize("method", ["ffi-set", "ffi-group-set", "head-tail-set"])
 def test_cli_run_through_the_kernel_is_close_to_the_torch_route(method, tiny_overrides, tmp_path, monkeypatch):
     extra = ["dst.interval=2", "model.group_size=4"] if method == "ffi-group-set" else ["dst.interval=2"]
+    extra += ["model.head_labels=10"] if method == "head-tail-set" else []
     calls = spy(monkeypatch)
     kernel = _run([*tiny_overrides, *extra], method, tmp_path, "kernel")
     assert calls
-    for cls in (FixedFanInClassifier, GroupFanInClassifier):
+    for cls in (FixedFanInClassifier, GroupFanInClassifier, HeadTailClassifier):
         monkeypatch.setattr(cls, "loss", Classifier.loss)
     reference = _run([*tiny_overrides, *extra], method, tmp_path, "torch")
     assert kernel["final_train_loss"] == pytest.approx(reference["final_train_loss"], rel=1e-3)
