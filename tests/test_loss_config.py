@@ -11,6 +11,7 @@ from bench.resolve import resolve
 from bench.cli import main
 from bench.distributed import Parallel, keep_label_rows, label_shard, shard_loss
 from bench.errors import ConfigError
+from bench.kernels import cpu, fused_loss
 from bench.record import read_records
 from bench.sparse import SparseTargets
 
@@ -48,6 +49,16 @@ class _Calls:
                 return _original(loss, z, targets, lo, hi, num_labels)
 
             monkeypatch.setattr(losses.Loss, method, spy)
+        # the fused ffi loss runs in the compiled kernel, told the loss by name and the reduction by scale
+        original_kernel = fused_loss.ffi_loss
+
+        def kernel(x, values, indices, bias, targets, loss, scale, backend=None):
+            batch, labels = x.shape[0], values.shape[0]
+            reduction = next(r for r in losses.REDUCTIONS if fused_loss.scale_for(r, batch, labels) == scale)
+            self.seen.add(("kernel", labels, loss, reduction))
+            return original_kernel(x, values, indices, bias, targets, loss, scale, backend)
+
+        monkeypatch.setattr(fused_loss, "ffi_loss", kernel)
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -60,7 +71,8 @@ def test_hinge_run_uses_hinge_everywhere(fused, tiny_overrides, tmp_path, monkey
     assert record["status"] == "ok" and record["dst"]["connections_changed"] > 0
     losses_by_epoch = [e["train_loss"] for e in record["epochs"]]
     assert losses_by_epoch[1] < losses_by_epoch[0]  # it trains
-    classifier = ("block" if fused else "value", 64, "squared_hinge", "mean")
+    classifier = ("value" if not fused else "block" if cpu.library() is None else "kernel", 64, "squared_hinge",
+                  "mean")
     rigl = ("grad", 64, "squared_hinge", "mean")
     aux = ("value", 4, "bce", "mean")
     assert calls.seen == {classifier, rigl, aux}

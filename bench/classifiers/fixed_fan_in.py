@@ -10,14 +10,16 @@ import numbers
 import torch
 from torch import nn
 
+from bench import losses
 from bench.classifiers.base import (Classifier, autocast_operands, dense_memory_bytes, refill_slots,
                                    register_classifier, zero_optimizer_state)
 from bench.errors import ConfigError
-from bench.kernels import cpu_select, fixed_fan_in
+from bench.kernels import cpu_select, fixed_fan_in, fused_loss
 from bench.kernels.ops import select_backend
 
 INIT_CHUNK_ELEMENTS = 1 << 22  # random keys [Lc, d] drawn at a time (16 MiB): never a dense [L, d]
 CHECK_CHUNK_ELEMENTS = 1 << 22  # ids [Lc, k] widened to int64 at a time by check_connectivity
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the fused loss kernels read
 
 
 def index_dtype(in_features: int) -> torch.dtype:
@@ -33,6 +35,28 @@ def random_fan_in_indices(num_labels: int, in_features: int, fan_in: int, genera
         keys = torch.rand(hi - lo, in_features, generator=generator)  # [Lc, d]
         out[lo:hi] = keys.topk(fan_in, dim=1).indices.sort(dim=1).values.to(out.dtype)
     return out
+
+
+def kernel_loss(criterion) -> str | None:
+    """The fused kernels' name for ``criterion``'s per-score loss, or ``None`` when they have
+    none: the registry's own loss class (wrappers such as ``bench.distributed.ShardLoss`` are
+    read through their ``loss``), not a subclass that may change the formula."""
+    base = getattr(criterion, "loss", criterion)
+    name = getattr(base, "name", None)
+    if name not in fused_loss.LOSSES or name not in losses.LOSSES.names():
+        return None
+    return name if type(base) is losses.LOSSES.get(name) else None
+
+
+def kernel_loss_scale(criterion, batch: int, num_labels: int) -> float:
+    """The kernels' ``scale`` for ``criterion``'s reduction: 1 / its divisor, so a wrapper that
+    reduces over another label count (a label shard's ``ShardLoss``: the global L) keeps it."""
+    return 1.0 / criterion.divisor(batch, num_labels)
+
+
+def kernel_operands(*tensors: torch.Tensor) -> bool:
+    """CPU tensors in a dtype the fused loss kernels read (float64 stays on the torch path)."""
+    return all(t.device.type == "cpu" and t.dtype in KERNEL_DTYPES for t in tensors)
 
 
 def _float_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -65,6 +89,21 @@ class FixedFanInClassifier(Classifier):
     def logits(self, h, lo, hi):
         h, values = autocast_operands(h, self.values[lo:hi])  # unchanged without autocast
         return fixed_fan_in(h, values, self.indices[lo:hi]) + self.bias[lo:hi]
+
+    def loss(self, h, targets, fused=None, criterion=None):
+        """``Classifier.loss``; fused, on the CPU backend, with a loss the kernels know, one
+        compiled pass (``bench.kernels.fused_loss.ffi_loss``): scores, loss and ∂loss/∂score
+        per label chunk in cache, targets from the sparse label lists. Equal to the torch path
+        up to float rounding (another summation order)."""
+        criterion = losses.DEFAULT if criterion is None else criterion
+        name = kernel_loss(criterion)
+        if (self.fused_loss if fused is None else fused) and name is not None \
+                and type(self).logits is FixedFanInClassifier.logits:
+            x, values = autocast_operands(h, self.values)  # as logits casts them
+            if select_backend(x) == "cpu" and kernel_operands(x, values, self.bias):
+                return fused_loss.ffi_loss(x, values, self.indices, self.bias, targets, name,
+                                           kernel_loss_scale(criterion, h.shape[0], self.num_labels))
+        return super().loss(h, targets, fused=fused, criterion=criterion)
 
     @torch.no_grad()
     def topk(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

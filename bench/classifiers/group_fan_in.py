@@ -19,9 +19,11 @@ from torch import nn
 
 from bench.classifiers.base import (Classifier, autocast_operands, dense_memory_bytes, refill_slots,
                                    register_classifier, zero_optimizer_state)
-from bench.classifiers.fixed_fan_in import FixedFanInClassifier, _float_dtype, random_fan_in_indices
+from bench import losses
+from bench.classifiers.fixed_fan_in import (FixedFanInClassifier, _float_dtype, kernel_loss, kernel_loss_scale,
+                                            kernel_operands, random_fan_in_indices)
 from bench.errors import ConfigError
-from bench.kernels import cpu_select
+from bench.kernels import cpu_select, fused_loss
 from bench.kernels.group_fan_in import group_fan_in, select_group_backend
 
 
@@ -58,6 +60,19 @@ class GroupFanInClassifier(Classifier):
         h, values = autocast_operands(h, values)  # unchanged without autocast
         scores = group_fan_in(h, values, self.group_indices[glo:ghi], g)  # [B, n]
         return scores[:, lo - glo * g : hi - glo * g] + self.bias[lo:hi]
+
+    def loss(self, h, targets, fused=None, criterion=None):
+        """``Classifier.loss``; fused, on the CPU backend, with a loss the kernels know, one
+        compiled pass (``bench.kernels.fused_loss.group_loss``), as ``FixedFanInClassifier.loss``."""
+        criterion = losses.DEFAULT if criterion is None else criterion
+        name = kernel_loss(criterion)
+        if (self.fused_loss if fused is None else fused) and name is not None \
+                and type(self).logits is GroupFanInClassifier.logits:
+            x, values = autocast_operands(h, self.values)  # as logits casts them
+            if select_group_backend(x, values) == "cpu" and kernel_operands(x, values, self.bias):
+                return fused_loss.group_loss(x, values, self.group_indices, self.group_size, self.bias, targets,
+                                             name, kernel_loss_scale(criterion, h.shape[0], self.num_labels))
+        return super().loss(h, targets, fused=fused, criterion=criterion)
 
     @torch.no_grad()
     def topk(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

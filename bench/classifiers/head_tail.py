@@ -27,12 +27,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench import losses
 from bench.classifiers.base import Classifier, autocast_operands, dense_memory_bytes, register_classifier
 from bench.classifiers.fixed_fan_in import (FixedFanInClassifier, FixedFanInConnectivity, _float_dtype,
-                                            random_fan_in_indices)
+                                            kernel_loss, kernel_loss_scale, kernel_operands, random_fan_in_indices)
 from bench.classifiers.group_fan_in import GroupFanInClassifier, GroupFanInConnectivity
 from bench.errors import ConfigError
-from bench.kernels import fixed_fan_in
+from bench.kernels import fixed_fan_in, fused_loss
+from bench.kernels.group_fan_in import select_group_backend
+from bench.kernels.ops import select_backend
+from bench.sparse import SparseTargets
 
 
 def head_label_ids(num_labels: int, head_labels: int = 0, head_fraction: float = 0.5,
@@ -112,6 +116,40 @@ class HeadTailClassifier(Classifier):
             x, values = autocast_operands(h, self.tail_values[rows])  # unchanged without autocast
             out[:, cols] = fixed_fan_in(x, values, self.tail_ids(rows)).to(out.dtype)
         return out + self.bias[lo:hi]
+
+    def loss(self, h, targets, fused=None, criterion=None):
+        """``Classifier.loss``; fused, on the CPU backend, with a loss the kernels know: the tail
+        in one compiled pass (``fused_loss.ffi_loss`` / ``group_loss`` on the tail rows, targets
+        mapped to them by ``slot``, the tail labels' bias gathered so its gradient lands in
+        ``bias``) plus the head's dense ``[B, H]`` block through the criterion. Equal to the
+        torch path up to float rounding."""
+        criterion = losses.DEFAULT if criterion is None else criterion
+        name = kernel_loss(criterion)
+        if (self.fused_loss if fused is None else fused) and name is not None and self.num_tail \
+                and type(self).logits is HeadTailClassifier.logits:
+            x, values = autocast_operands(h, self.tail_values)  # as logits casts them
+            backend = select_backend(x) if self.tail_group_size == 1 else select_group_backend(x, values)
+            if backend == "cpu" and kernel_operands(x, values, self.bias):
+                return self._kernel_loss(h, x, values, targets, criterion, name)
+        return super().loss(h, targets, fused=fused, criterion=criterion)
+
+    def _kernel_loss(self, h, x, values, targets, criterion, name):
+        slot = self.slot.long()
+        batch, scale = h.shape[0], kernel_loss_scale(criterion, h.shape[0], self.num_labels)
+        tail_bias = self.bias[(slot >= 0).nonzero().squeeze(1)]  # [T], tail row order = label order
+        tail_targets = fused_loss.map_targets(targets, slot)  # tail labels → tail rows, head dropped
+        if self.tail_group_size == 1:
+            total = fused_loss.ffi_loss(x, values, self.tail_indices, tail_bias, tail_targets, name, scale)
+        else:
+            total = fused_loss.group_loss(x, values, self.tail_group_indices, self.tail_group_size, tail_bias,
+                                          tail_targets, name, scale)
+        if not self.num_head:
+            return total
+        head = (slot < 0).nonzero().squeeze(1)  # [H] labels, head row order = label order
+        scores = (h.to(self.head_weight.dtype) @ self.head_weight.t()) + self.bias[head]  # [B, H]
+        head_rows = fused_loss.map_targets(targets, torch.where(slot < 0, -1 - slot, -1))
+        head_targets = SparseTargets(head_rows.indptr, head_rows.indices, self.num_head)
+        return total + criterion.value(scores, head_targets, 0, self.num_head, self.num_labels)
 
     def memory_bytes(self, optimizer_slots: int = 1) -> dict[str, int]:
         # head [H, d], tail values [T, k] and bias [L] train densely; tail ids and the slot map are indices
