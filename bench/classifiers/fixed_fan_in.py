@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bench import losses
-from bench.classifiers.base import (Classifier, autocast_operands, dense_memory_bytes, refill_slots,
+from bench.classifiers.base import (Classifier, autocast_operands, dense_memory_bytes, float_dtype, refill_slots,
                                    register_classifier, zero_optimizer_state)
 from bench.errors import ConfigError
 from bench.kernels import cpu_select, fixed_fan_in, fused_loss
@@ -59,16 +59,6 @@ def kernel_operands(*tensors: torch.Tensor) -> bool:
     return all(t.device.type == "cpu" and t.dtype in KERNEL_DTYPES for t in tensors)
 
 
-def _float_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    """``torch.bfloat16`` or a config string such as ``"bfloat16"`` / ``"torch.bfloat16"``."""
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype.removeprefix("torch."), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ConfigError(f"ffi classifier: 'dtype' must be a floating torch dtype such as "
-                          f"float32 or bfloat16, got {dtype!r}")
-    return dtype
-
-
 class FixedFanInClassifier(Classifier):
     def __init__(self, in_features: int, num_labels: int, fan_in: int, seed: int = 0,
                  dtype: torch.dtype | str = torch.float32):
@@ -77,7 +67,7 @@ class FixedFanInClassifier(Classifier):
             raise ConfigError(f"ffi classifier: 'fan_in' must be an integer in [1, {in_features}] "
                               f"(the input size d = {in_features}), got {fan_in!r}")
         fan_in = int(fan_in)
-        dtype = _float_dtype(dtype)
+        dtype = float_dtype("ffi", dtype)
         self.in_features, self.num_labels, self.fan_in = in_features, num_labels, fan_in
         generator = torch.Generator().manual_seed(seed)
         self.register_buffer("indices", random_fan_in_indices(num_labels, in_features, fan_in, generator))

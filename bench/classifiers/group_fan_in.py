@@ -17,10 +17,10 @@ import numbers
 import torch
 from torch import nn
 
-from bench.classifiers.base import (Classifier, autocast_operands, dense_memory_bytes, refill_slots,
+from bench.classifiers.base import (Classifier, autocast_operands, dense_memory_bytes, float_dtype, refill_slots,
                                    register_classifier, zero_optimizer_state)
 from bench import losses
-from bench.classifiers.fixed_fan_in import (FixedFanInClassifier, _float_dtype, kernel_loss, kernel_loss_scale,
+from bench.classifiers.fixed_fan_in import (FixedFanInClassifier, kernel_loss, kernel_loss_scale,
                                             kernel_operands, random_fan_in_indices)
 from bench.errors import ConfigError
 from bench.kernels import cpu_select, fused_loss
@@ -38,7 +38,7 @@ class GroupFanInClassifier(Classifier):
                               f"(the input size d = {in_features}), got {fan_in!r}")
         if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral) or group_size < 1:
             raise ConfigError(f"ffi-group classifier: 'group_size' must be a positive integer, got {group_size!r}")
-        dtype = _float_dtype(dtype)
+        dtype = float_dtype("ffi-group", dtype)
         self.in_features, self.num_labels, self.fan_in = in_features, num_labels, int(fan_in)
         self.label_group_size = self.group_size = int(group_size)
         self.num_groups = -(-num_labels // self.group_size)

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from bench import losses
-from bench.classifiers.base import Classifier, autocast_operands, dense_memory_bytes, register_classifier
-from bench.classifiers.fixed_fan_in import (FixedFanInClassifier, FixedFanInConnectivity, _float_dtype,
+from bench.classifiers.base import Classifier, autocast_operands, dense_memory_bytes, float_dtype, register_classifier
+from bench.classifiers.fixed_fan_in import (FixedFanInClassifier, FixedFanInConnectivity,
                                             kernel_loss, kernel_loss_scale, kernel_operands, random_fan_in_indices)
 from bench.classifiers.group_fan_in import GroupFanInClassifier, GroupFanInConnectivity
 from bench.errors import ConfigError
@@ -79,7 +79,7 @@ class HeadTailClassifier(Classifier):
             raise ConfigError(f"head-tail classifier: 'tail' must be ffi or ffi-group, got {tail!r}")
         if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral) or group_size < 1:
             raise ConfigError(f"head-tail classifier: 'group_size' must be a positive integer, got {group_size!r}")
-        dtype = _float_dtype(dtype)
+        dtype = float_dtype("head-tail", dtype)
         self.in_features, self.num_labels, self.fan_in = in_features, num_labels, int(fan_in)
         head = head_label_ids(num_labels, head_labels, head_fraction, label_counts)
         is_head = torch.zeros(num_labels, dtype=torch.bool)
