@@ -493,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as err:
         print(f"xmc-bench: error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", 2)  # a run locked by another process: 75, which a sweep counts as skipped
+    except BrokenPipeError:  # the output went to a reader that stopped early (`xmc-bench list | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

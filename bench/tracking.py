@@ -121,6 +121,8 @@ class Tracker:
         a = self._init
         try:
             os.environ.setdefault("WANDB_SILENT", "true")
+            if os.environ.get("WANDB_MODE") == "":  # set but empty: wandb rejects it; our mode decides
+                del os.environ["WANDB_MODE"]
             import wandb
 
             a["wandb_dir"].mkdir(parents=True, exist_ok=True)

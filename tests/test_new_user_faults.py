@@ -311,3 +311,21 @@ def test_wandb_run_folders_land_in_results_wandb(tmp_path, tiny_overrides):
     assert not (wandb_dir / "wandb").exists()
     runs = [p.name for p in wandb_dir.iterdir() if p.name.startswith("offline-run-")]
     assert len(runs) == 1 and Path(record["wandb_dir"]).parent == wandb_dir
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_no_traceback():
+    # `xmc-bench list | head -1`: the reader closes the pipe while the list is still printing
+    proc = subprocess.run(f"{sys.executable} -m bench.cli list | head -1", shell=True, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.stdout.startswith("classifiers:")
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_an_empty_wandb_mode_variable_does_not_cost_the_wandb_run(tmp_path, tiny_overrides, monkeypatch):
+    # WANDB_MODE= (set, empty) is rejected by wandb itself; tracking.wandb decides the mode instead
+    monkeypatch.setenv("WANDB_MODE", "")
+    overrides = [o for o in tiny_overrides if not o.startswith("tracking.wandb")] + ["tracking.wandb=offline"]
+    assert main(["run", "method=dense", *overrides]) == 0
+    (record,) = read_records(tmp_path / "results" / "runs.jsonl")
+    assert record["tracking"]["wandb"] == "offline"
+    assert list((tmp_path / "results" / "wandb").glob("offline-run-*"))
