@@ -214,8 +214,9 @@ def test_empty_batch_and_extreme_scores():
 def test_names_and_reductions():
     from bench import losses
 
-    # the kernels' vocabulary is the loss registry's: every registered loss has a kernel form
-    assert sorted(fused_loss.LOSSES) == losses.list_losses()
+    # the kernels' vocabulary is the loss registry's (a registered loss without a kernel form
+    # trains on the torch path)
+    assert set(fused_loss.LOSSES) <= set(losses.list_losses())
     assert tuple(fused_loss.REDUCTIONS) == tuple(losses.REDUCTIONS)
     with pytest.raises(ConfigError):
         fused_loss.loss_id("squared-hinge")
