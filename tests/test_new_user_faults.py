@@ -22,11 +22,12 @@ from bench.resolve import resolve
 from bench.data.catalog import load_dataset
 from bench.data.formats import write_arff, write_bow, write_mulan_xml
 from bench.data.make_card import make_card
+from bench.data.real import shared_data_root
 from bench.errors import BenchError, ConfigError, DataFormatError
 from bench.record import read_records
 from bench.sparse import CSR
 
-SHARED = Path(os.environ.get("XMC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED = shared_data_root()  # $XMC_SHARED_DATA, else ../shared/data beside the repository
 
 
 def _rows(n, width, per_row, seed):
