@@ -40,19 +40,14 @@ static void write_out(const float *stage, int64_t BP, int64_t B, int64_t n, floa
 static void fwd(const void *args, int64_t lo, int64_t hi, int tid) {
     const args_t *a = args;
     (void)tid;  /* threads write disjoint labels: no per-thread buffer */
-    const int64_t B = a->B, BP = a->BP, d = a->d, k = a->k, n64 = B / 64 * 64;
+    const int64_t B = a->B, BP = a->BP, d = a->d, k = a->k;
     float *xp = pack_tiles(a->xt, a->B, a->BP, a->d), *stage = aligned_alloc(64, sizeof(float) * LC * BP);  /* stage [LC, BP] */
     int32_t *ids = malloc(sizeof(int32_t) * LC * k);
     for (int64_t c = lo; c < hi; c++) {
         const int64_t l0 = c * LC, n = a->L - l0 < LC ? a->L - l0 : LC;
         const float *w = a->v + l0 * k;
         chunk_ids(a, l0, n, ids);
-        for (int64_t c0 = 0; c0 < BP; c0 += c0 < n64 ? 64 : 16) {
-            const int wide = c0 < n64; const float *X = xp + d * c0;
-            int64_t t = 0;
-            for (; t + 4 <= n; t += 4) (wide ? fwd_4_4 : fwd_4_1)(X, w + t * k, ids + t * k, k, stage + t * BP + c0, BP);
-            for (; t < n; t++) (wide ? fwd_1_4 : fwd_1_1)(X, w + t * k, ids + t * k, k, stage + t * BP + c0, BP);
-        }
+        score_chunk(xp, d, B, BP, w, ids, n, k, stage);
         write_out(stage, BP, B, n, a->out + l0, a->L);
     }
     fence_out();

@@ -50,4 +50,16 @@ static void fwd_1_4(const float *X, const float *w, const int32_t *id, int64_t k
 static void fwd_4_1(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(4, 1, X, w, id, k, s, BP); }
 static void fwd_1_1(const float *X, const float *w, const int32_t *id, int64_t k, float *s, int64_t BP) { fwd_block(1, 1, X, w, id, k, s, BP); }
 
+/* scores of n labels (values w, ids, k each) on every column tile of xp into stage [n, BP] */
+static inline void score_chunk(const float *xp, int64_t d, int64_t B, int64_t BP, const float *w, const int32_t *ids,
+                               int64_t n, int64_t k, float *stage) {
+    const int64_t n64 = B / 64 * 64;
+    for (int64_t c0 = 0; c0 < BP; c0 += c0 < n64 ? 64 : 16) {
+        const int wide = c0 < n64; const float *X = xp + d * c0;
+        int64_t t = 0;
+        for (; t + 4 <= n; t += 4) (wide ? fwd_4_4 : fwd_4_1)(X, w + t * k, ids + t * k, k, stage + t * BP + c0, BP);
+        for (; t < n; t++) (wide ? fwd_1_4 : fwd_1_1)(X, w + t * k, ids + t * k, k, stage + t * BP + c0, BP);
+    }
+}
+
 #endif

@@ -191,6 +191,24 @@ static int64_t per_super(int64_t gs) { return gs >= 256 ? 1 : 256 / gs; }
 /* super-chunks of L labels: the backward's units of work */
 static int64_t supers(int64_t L, int64_t gs) { return (groups(L, gs) + per_super(gs) - 1) / per_super(gs); }
 
+/* group G's backward from its columns of the gradient block cs (first label ls, rows SP floats
+   apart): its value gradients (into a->gv) and its share of grad_x (into the thread's buf) */
+static void one_group_backward(const gargs_t *a, int64_t G, const float *cs, int64_t ls, int64_t SP, const scratch_t *s,
+                           float *gvT, float *gT, float *buf) {
+    const int64_t B = a->B, k = a->k, GP = a->GP, BP = a->BP, L = a->L, gs = a->gs;
+    const int64_t l0 = G * gs, n = L - l0 < gs ? L - l0 : gs;
+    const float *cg = cs + (l0 - ls);  /* the group's columns: rows SP floats apart */
+    group_ids(a, G, s->off, s->row);
+    if (a->gv) {
+        gemm_store(GV_FNS, 0, a->xt, s->off, k, B, cg, SP, n, gvT, GP);
+        store_gv(gvT, GP, n, k, a->gv + l0 * k);
+    }
+    if (buf) {
+        transpose_cols(cg, SP, B, GP, gT, BP);
+        gemm_add(a->v + l0 * k, k, k, n, gT, BP, BP, buf, s->row);
+    }
+}
+
 static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
     const gargs_t *a = args;
     const int64_t B = a->B, k = a->k, GP = a->GP, BP = a->BP, L = a->L, gs = a->gs, SC = per_super(gs);
@@ -213,17 +231,7 @@ static void bwd(const void *args, int64_t lo, int64_t hi, int tid) {
         spread_t ahead = spread(a->g + G1 * gs, L, B, nn, G1 - G0);
         for (int64_t G = G0; G < G1; G++) {
             spread_step(&ahead);
-            const int64_t l0 = G * gs, n = L - l0 < gs ? L - l0 : gs;
-            const float *cg = cs + (l0 - ls);  /* the group's columns: rows SP floats apart */
-            group_ids(a, G, s.off, s.row);
-            if (a->gv) {
-                gemm_store(GV_FNS, 0, a->xt, s.off, k, B, cg, SP, n, gvT, GP);
-                store_gv(gvT, GP, n, k, a->gv + l0 * k);
-            }
-            if (buf) {
-                transpose_cols(cg, SP, B, GP, gT, BP);
-                gemm_add(a->v + l0 * k, k, k, n, gT, BP, BP, buf, s.row);
-            }
+            one_group_backward(a, G, cs, ls, SP, &s, gvT, gT, buf);
         }
     }
     free(s.off);
@@ -272,19 +280,7 @@ static void loss_step(const void *args, int64_t lo, int64_t hi, int tid) {
                           la->gbias ? la->gbias + ls : NULL, colsum, la->scale);
         mark_targets(&tg, S - lo, bits, W, 0, 0);
         for (int64_t b = 0; b < B; b++) memset(cs + b * SP + n16, 0, sizeof(float) * (SP - n16));
-        for (int64_t G = G0; G < G1; G++) {
-            const int64_t l0 = G * gs, n = L - l0 < gs ? L - l0 : gs;
-            const float *cg = cs + (l0 - ls);  /* the group's columns: rows SP floats apart */
-            group_ids(a, G, s.off, s.row);
-            if (a->gv) {
-                gemm_store(GV_FNS, 0, a->xt, s.off, k, B, cg, SP, n, gvT, GP);
-                store_gv(gvT, GP, n, k, a->gv + l0 * k);
-            }
-            if (buf) {
-                transpose_cols(cg, SP, B, GP, gT, BP);
-                gemm_add(a->v + l0 * k, k, k, n, gT, BP, BP, buf, s.row);
-            }
-        }
+        for (int64_t G = G0; G < G1; G++) one_group_backward(a, G, cs, ls, SP, &s, gvT, gT, buf);
     }
     ((gloss_args_t *)la)->sum[tid] = total;  /* each thread its own slot */
     free(tg.ent); free(tg.start); free(bits);

@@ -57,7 +57,7 @@ static inline uint32_t beating(vf s, vf r, int64_t n) {
 
 static void sel(const void *args, int64_t lo, int64_t hi, int tid) {
     const sel_t *a = args;
-    const int64_t B = a->B, BP = a->BP, d = a->d, k = a->k, K = a->K, n64 = B / 64 * 64;
+    const int64_t B = a->B, BP = a->BP, d = a->d, k = a->k, K = a->K;
     float *xp = pack_tiles(a->xt, a->B, a->BP, a->d), *stage = aligned_alloc(64, sizeof(float) * LC * BP);  /* stage [LC, BP] */
     float *thr = aligned_alloc(64, sizeof(float) * BP);  /* each row's K-th score once its list is full (padding: NaN) */
     int32_t *ids = malloc(sizeof(int32_t) * LC * k);
@@ -67,12 +67,7 @@ static void sel(const void *args, int64_t lo, int64_t hi, int tid) {
         const int64_t l0 = c * LC, n = a->L - l0 < LC ? a->L - l0 : LC;
         const float *w = a->v + l0 * k;
         chunk_ids(a, l0, n, ids);
-        for (int64_t c0 = 0; c0 < BP; c0 += c0 < n64 ? 64 : 16) {
-            const int wide = c0 < n64; const float *X = xp + d * c0;
-            int64_t t = 0;
-            for (; t + 4 <= n; t += 4) (wide ? fwd_4_4 : fwd_4_1)(X, w + t * k, ids + t * k, k, stage + t * BP + c0, BP);
-            for (; t < n; t++) (wide ? fwd_1_4 : fwd_1_1)(X, w + t * k, ids + t * k, k, stage + t * BP + c0, BP);
-        }
+        score_chunk(xp, d, B, BP, w, ids, n, k, stage);
         if (K == 0) continue;  /* scoring alone (a benchmark's baseline): nothing kept */
         for (int64_t t = 0; t < n; t++) {
             const float *row = stage + t * BP; const float bl = a->bias[l0 + t]; const int64_t id = l0 + t;
