@@ -21,6 +21,7 @@ import torch
 
 from bench.kernels import buffers, native, reference
 from bench.kernels.native import CACHE_ENV  # noqa: F401 — where the library is kept
+from bench.kernels.native import float32 as _f32, kernel_ids as _ids
 from bench.kernels.ops import register_backend
 
 
@@ -42,15 +43,6 @@ def library() -> ctypes.CDLL | None:
 def available(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16) \
         and library() is not None
-
-
-def _ids(indices: torch.Tensor) -> torch.Tensor:
-    """int16/int32 as they are; int64 narrowed to int32 (input ids are < d < 2^31)."""
-    return indices.contiguous() if indices.dtype in (torch.int16, torch.int32) else indices.to(torch.int32).contiguous()
-
-
-def _f32(t: torch.Tensor) -> torch.Tensor:
-    return t.to(torch.float32).contiguous()
 
 
 def _wide(*tensors: torch.Tensor) -> bool:

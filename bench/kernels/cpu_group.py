@@ -16,6 +16,7 @@ import functools
 import torch
 
 from bench.kernels import buffers, native
+from bench.kernels.native import float32 as _f32, kernel_ids as _ids
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,17 +38,6 @@ def available(*tensors: torch.Tensor) -> bool:
     """CPU float32/bfloat16/float16 inputs, and the library builds (float64 stays on the reference)."""
     return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.bfloat16, torch.float16)
                for t in tensors) and library() is not None
-
-
-def _ids(group_indices: torch.Tensor) -> torch.Tensor:
-    """int16/int32 as they are; wider ids narrowed to int32 (input ids are < d < 2^31)."""
-    if group_indices.dtype in (torch.int16, torch.int32):
-        return group_indices.contiguous()
-    return group_indices.to(torch.int32).contiguous()
-
-
-def _f32(t: torch.Tensor) -> torch.Tensor:
-    return t.to(torch.float32).contiguous()
 
 
 def _xt(x: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ import functools
 import torch
 
 from bench.kernels import native
+from bench.kernels.native import kernel_ids as _ids
 
 
 @functools.lru_cache(maxsize=None)
@@ -38,15 +39,10 @@ def available(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor) -> bool
         and library() is not None
 
 
-def _ids(indices: torch.Tensor) -> torch.Tensor:
-    """int16/int32 as they are; int64 narrowed to int32 (input ids are < d < 2^31)."""
-    return indices.contiguous() if indices.dtype in (torch.int16, torch.int32) else indices.to(torch.int32).contiguous()
-
-
-def ffi_topk(x: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, bias: torch.Tensor,
-             k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scores [B, K], ids [B, K] int64)``, ``K = min(k, L)``: the best labels of every row of
-    ``fixed_fan_in(x, values, indices) + bias``, ranked."""
+def _select(entry: str, x: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, bias: torch.Tensor, k: int,
+            *layout: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``library().<entry>`` (``ffi_select`` / ``group_select``): the best ``min(k, L)``
+    labels per row, ranked; ``layout`` is the layer's shape after L (fan-in [, group size])."""
     (batch, d), num_labels = x.shape, values.shape[0]
     k = min(k, num_labels)
     scores = torch.empty(batch, k)
@@ -54,10 +50,17 @@ def ffi_topk(x: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, bias:
     if batch and num_labels:
         idx = _ids(indices)
         xt, v, b = x.detach().t().contiguous(), values.detach().contiguous(), bias.detach().contiguous()
-        library().ffi_select(xt.data_ptr(), v.data_ptr(), idx.data_ptr(), idx.element_size(), b.data_ptr(),
-                             scores.data_ptr(), ids.data_ptr(), batch, d, num_labels, values.shape[1], k,
-                             torch.get_num_threads())
+        getattr(library(), entry)(xt.data_ptr(), v.data_ptr(), idx.data_ptr(), idx.element_size(), b.data_ptr(),
+                                  scores.data_ptr(), ids.data_ptr(), batch, d, num_labels, *layout, k,
+                                  torch.get_num_threads())
     return scores, ids
+
+
+def ffi_topk(x: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, bias: torch.Tensor,
+             k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scores [B, K], ids [B, K] int64)``, ``K = min(k, L)``: the best labels of every row of
+    ``fixed_fan_in(x, values, indices) + bias``, ranked."""
+    return _select("ffi_select", x, values, indices, bias, k, values.shape[1])
 
 
 def ffi_score_only(x: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, bias: torch.Tensor) -> None:
@@ -69,17 +72,7 @@ def ffi_score_only(x: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
 def group_topk(x: torch.Tensor, values: torch.Tensor, group_indices: torch.Tensor, group_size: int,
                bias: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``ffi_topk`` of the ffi-group layer (``group_fan_in(x, values, group_indices, g) + bias``)."""
-    (batch, d), (num_labels, fan_in) = x.shape, values.shape
-    k = min(k, num_labels)
-    scores = torch.empty(batch, k)
-    ids = torch.empty(batch, k, dtype=torch.int64)
-    if batch and num_labels:
-        idx = _ids(group_indices)
-        xt, v, b = x.detach().t().contiguous(), values.detach().contiguous(), bias.detach().contiguous()
-        library().group_select(xt.data_ptr(), v.data_ptr(), idx.data_ptr(), idx.element_size(), b.data_ptr(),
-                               scores.data_ptr(), ids.data_ptr(), batch, d, num_labels, fan_in, group_size, k,
-                               torch.get_num_threads())
-    return scores, ids
+    return _select("group_select", x, values, group_indices, bias, k, values.shape[1], group_size)
 
 
 def group_score_only(x: torch.Tensor, values: torch.Tensor, group_indices: torch.Tensor, group_size: int,

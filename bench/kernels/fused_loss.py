@@ -30,6 +30,7 @@ import torch
 
 from bench.errors import ConfigError
 from bench.kernels import buffers, cpu, cpu_group, group_fan_in as group_ops, reference
+from bench.kernels.native import float32 as _f32, kernel_ids
 from bench.kernels.ops import forced_backend
 
 # name → the kernel's loss id (csrc/loss.h: LOSS_*); "-" and "_" spellings both accepted
@@ -162,10 +163,6 @@ def reference_group_loss(x, values, group_indices, group_size, bias, targets, lo
 # --- the compiled kernels ---------------------------------------------------------------------
 
 
-def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.to(torch.float32).contiguous()
-
-
 def _ptr(t: torch.Tensor | None):
     return None if t is None else t.data_ptr()
 
@@ -174,7 +171,7 @@ def _compiled(step, lib, threads_used, x, values, ids, bias, targets, loss, scal
     """Run ``lib.<step>``: ``(loss, grad_x, grad_values, grad_bias)`` in float32."""
     (batch, d), (num_labels, k) = x.shape, values.shape
     xt, v, b = x.to(torch.float32).t().contiguous(), _f32(values), _f32(bias)  # xt [d, B]
-    ids = ids.contiguous() if ids.dtype in (torch.int16, torch.int32) else ids.to(torch.int32).contiguous()
+    ids = kernel_ids(ids)
     indptr = targets.indptr.to(torch.int64).contiguous()
     labels = targets.indices.to(torch.int64).contiguous()
     threads, padded = torch.get_num_threads(), -(-batch // 16) * 16

@@ -19,6 +19,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import torch
+
 CSRC = Path(__file__).with_name("csrc")  # the C sources (package data)
 FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread", "-std=gnu11"]
 WARNINGS = ["-Wall", "-Wextra"]  # the sources build warning-free (tests/test_csrc.py: with -Werror)
@@ -93,3 +95,17 @@ def declare(lib: ctypes.CDLL, names, argtypes, restype=None) -> None:
     """Give the C functions ``names`` of ``lib`` their argument and result types."""
     for name in names:
         getattr(lib, name).argtypes, getattr(lib, name).restype = argtypes, restype
+
+
+# --- operands as the C kernels read them ------------------------------------------------------
+
+
+def kernel_ids(indices: torch.Tensor) -> torch.Tensor:
+    """Input ids as the kernels read them: int16/int32 as they are, wider ids narrowed to int32
+    (input ids are < d < 2^31); contiguous."""
+    return indices.contiguous() if indices.dtype in (torch.int16, torch.int32) else indices.to(torch.int32).contiguous()
+
+
+def float32(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` as contiguous float32 (``None`` stays ``None``: an absent bias)."""
+    return None if t is None else t.to(torch.float32).contiguous()

@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from bench.kernels.native import kernel_ids as _ids
 from bench.kernels.ops import register_backend
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -102,10 +103,6 @@ else:
 
 def _grid(B, L):
     return lambda meta: (triton.cdiv(L, meta["BLOCK_L"]), triton.cdiv(B, meta["BLOCK_B"]))
-
-
-def _ids(indices):
-    return indices.contiguous() if indices.dtype in (torch.int16, torch.int32) else indices.to(torch.int32).contiguous()
 
 
 def ffi_forward(x: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
