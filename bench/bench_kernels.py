@@ -238,7 +238,7 @@ def run_kernels(batch=256, dim=768, fan_ins=(16, 32, 64), labels=(16384, 131072,
     dt = getattr(torch, dtype)
     elem = torch.tensor([], dtype=dt).element_size()
     if max_gb is None:
-        max_gb = 0.6 * _available_gb()
+        max_gb = 0.6 * _available_gb(device)
     probe = torch.empty(1, dtype=dt, device=device)
     backends = [n for n in list_backends() if ops._BACKENDS[n].available(probe)]
     threads = torch.get_num_threads()
@@ -302,7 +302,11 @@ def run_kernels(batch=256, dim=768, fan_ins=(16, 32, 64), labels=(16384, 131072,
     return results
 
 
-def _available_gb() -> float:
+def _available_gb(device: torch.device | str = "cpu") -> float:
+    """GiB free for the layers: the device's free memory on CUDA, MemAvailable on CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] / 2**30
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -358,12 +362,13 @@ class TopkTiming:
     table: str = "topk"
 
 
-def _topk_classifiers(d: int, L: int, fan_in: int, wanted) -> dict:
-    """name → (its top-k function, its scoring alone, "compiled" or "torch") for each wanted layer."""
+def _topk_classifiers(d: int, L: int, fan_in: int, wanted, device: torch.device, dtype: torch.dtype) -> dict:
+    """name → (its top-k function, its scoring alone, the top-k path) for each wanted layer. The
+    kernel paths: "compiled" (``csrc/select.c``, whose baseline is its own sweep keeping nothing)
+    and "triton" (CUDA; baseline: the label chunks' scores as the torch path computes them)."""
     from bench.classifiers import create_classifier
     from bench.classifiers.base import Classifier
-    from bench.kernels import cpu_select
-    from bench.kernels.group_fan_in import select_group_backend
+    from bench.kernels import cpu_select, fused_loss
 
     def chunked(clf):
         def score(x):
@@ -371,51 +376,53 @@ def _topk_classifiers(d: int, L: int, fan_in: int, wanted) -> dict:
                 clf.logits(x, lo, min(lo + clf.label_chunk, clf.num_labels))
         return score
 
-    h, out = torch.empty(1, d), {}
+    def build(name, **options):
+        return create_classifier(name, d, L, **options).to(device=device, dtype=dtype)
+
+    def kernel_path(clf, score_only):
+        path = fused_loss.kernel_backend(h, clf.values, clf.bias, grouped=getattr(clf, "group_size", 1) > 1)
+        if path == "cpu" and cpu_select.available(h, clf.values, clf.bias):
+            return clf.topk, score_only, "compiled"
+        return clf.topk, chunked(clf), "triton" if path == "triton" else "torch"
+
+    h, out = torch.empty(1, d, device=device, dtype=dtype), {}
     if "dense" in wanted:
-        dense = create_classifier("dense", d, L)
+        dense = build("dense")
         out["dense"] = (dense.topk, chunked(dense), "torch")
     if "ffi" in wanted or "ffi/torch" in wanted:
-        ffi = create_classifier("ffi", d, L, fan_in=fan_in)
-        if ops.select_backend(h) == "cpu" and cpu_select.available(h, ffi.values, ffi.bias):
-            out["ffi"] = (ffi.topk, lambda x: cpu_select.ffi_score_only(x, ffi.values, ffi.indices, ffi.bias),
-                          "compiled")
-        else:
-            out["ffi"] = (ffi.topk, chunked(ffi), "torch")
+        ffi = build("ffi", fan_in=fan_in)
+        out["ffi"] = kernel_path(ffi, lambda x: cpu_select.ffi_score_only(x, ffi.values, ffi.indices, ffi.bias))
         out["ffi/torch"] = (lambda x, k: Classifier.topk(ffi, x, k), chunked(ffi), "torch")
     if "ffi-group" in wanted:
-        group = create_classifier("ffi-group", d, L, fan_in=fan_in, group_size=TOPK_GROUP_SIZE)
-        if select_group_backend(h, group.values) == "cpu" and cpu_select.available(h, group.values, group.bias):
-            out["ffi-group"] = (group.topk, lambda x: cpu_select.group_score_only(
-                x, group.values, group.group_indices, group.group_size, group.bias), "compiled")
-        else:
-            out["ffi-group"] = (group.topk, chunked(group), "torch")
+        group = build("ffi-group", fan_in=fan_in, group_size=TOPK_GROUP_SIZE)
+        out["ffi-group"] = kernel_path(group, lambda x: cpu_select.group_score_only(
+            x, group.values, group.group_indices, group.group_size, group.bias))
     return {name: made for name, made in out.items() if name in wanted}
 
 
 def run_topk(batch=1024, dim=256, labels=(262144,), fan_in=32, k=5, warmup=1, repeats=5, layers=None,
-             out_dir="results/kernels", log=print) -> list[TopkTiming]:
-    """Time scoring alone and ``topk`` of each layer at every L (CPU, float32), all round-robin
-    in one process, so that the ratios are side by side; rows go to ``kernels.jsonl`` with
-    ``table: "topk"``."""
+             device="cpu", dtype="float32", out_dir="results/kernels", log=print) -> list[TopkTiming]:
+    """Time scoring alone and ``topk`` of each layer at every L, all round-robin in one process,
+    so that the ratios are side by side; rows go to ``kernels.jsonl`` with ``table: "topk"``."""
     unknown = set(layers or ()) - set(TOPK_LAYERS)
     if unknown:
         raise ValueError(f"top-k table layers are {', '.join(TOPK_LAYERS)}; got {', '.join(sorted(unknown))}")
+    device, dt = torch.device(device), getattr(torch, dtype)
     threads = torch.get_num_threads()
-    env = {"torch": torch.__version__, "device": "cpu", "cpu": cpu_model(), "git_commit": git_commit(),
-           "timing": "interleaved"}
+    env = {"torch": torch.__version__, "device": device.type, "cpu": cpu_model(), "git_commit": git_commit(),
+           "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else "", "timing": "interleaved"}
     results = []
     for L in labels:
-        x = torch.randn(batch, dim)
-        made = _topk_classifiers(dim, L, fan_in, set(layers or TOPK_LAYERS))
+        x = torch.randn(batch, dim, device=device, dtype=dt)
+        made = _topk_classifiers(dim, L, fan_in, set(layers or TOPK_LAYERS), device, dt)
         contenders = {}
         for name, (topk, score, _) in made.items():
             contenders[f"{name}:score"] = lambda score=score: score(x)
             contenders[f"{name}:topk"] = lambda topk=topk: topk(x, k)
         with torch.no_grad():
-            ms = _interleaved_ms(contenders, torch.device("cpu"), warmup, repeats)
+            ms = _interleaved_ms(contenders, device, warmup, repeats)
         for name, (_, _, path) in made.items():
-            row = TopkTiming(name, path, batch, dim, L, dim if name == "dense" else fan_in, k, "float32", threads,
+            row = TopkTiming(name, path, batch, dim, L, dim if name == "dense" else fan_in, k, dtype, threads,
                              ms[f"{name}:score"], ms[f"{name}:topk"])
             row.select_ms = row.topk_ms - row.score_ms
             row.select_vs_score = row.select_ms / row.score_ms
@@ -423,6 +430,7 @@ def run_topk(batch=1024, dim=256, labels=(262144,), fan_in=32, k=5, warmup=1, re
             log(format_topk_row(row))
             append_record(Path(out_dir) / "kernels.jsonl", {**asdict(row), "env": env,
                                                               "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        del made, contenders
     return results
 
 
@@ -444,7 +452,8 @@ def format_topk_row(r: TopkTiming) -> str:
 # ``ffi-group/g<g>`` run the fused kernel steps (``bench.kernels.fused_loss``); ``ffi/cpu-torchloss``
 # is the ffi kernels with the loss in torch between them, the path the fused step replaces.
 
-STEP_LAYERS = ("dense", "ffi/cpu", "ffi/cpu-torchloss", "ffi-group/g32")
+STEP_LAYERS = {"cpu": ("dense", "ffi/cpu", "ffi/cpu-torchloss", "ffi-group/g32"),
+               "cuda": ("dense", "ffi/triton", "ffi/triton-torchloss", "ffi-group/g32")}
 STEP_CHUNK = 16384  # labels per chunk of the torch losses (the classifiers' label chunk)
 STEP_LABELS_PER_ROW = 5  # positives per batch row of the timed targets
 
@@ -484,20 +493,31 @@ def _torch_loss_chunk(z, targets, lo, hi, loss, scale, y_buf):
     return value, grad
 
 
-def _step_layers(x, d, L, k, dtype, loss, scale, targets, sparse_targets):
-    """name → make: () -> (step fn computing loss + all gradients into .grad, parameters)."""
-    from bench.classifiers.fixed_fan_in import random_fan_in_indices
-    from bench.kernels import cpu, fused_loss
+def _layer_grads(op, grad, x, values, ids, d):
+    """(grad_x, grad_values) of a fixed fan-in backend ``op`` from one chunk's ``grad``."""
+    if op.grads is not None:
+        return op.grads(grad, x, values, ids, True, True)
+    return op.grad_input(grad, values, ids, d), op.grad_values(grad, x, ids)
 
+
+def _step_layers(x, d, L, k, dtype, loss, scale, targets, sparse_targets):
+    """name → make: () -> (step fn computing loss + all gradients into .grad, parameters), on
+    ``x``'s device: the fan-in layers' kernels are ``cpu`` (compiled C) on CPU, ``triton`` on CUDA."""
+    from bench.classifiers.fixed_fan_in import random_fan_in_indices
+    from bench.kernels import fused_loss
+
+    device = x.device
+    kernels = "cpu" if device.type == "cpu" else "triton"
     g = torch.Generator().manual_seed(0)
     index_dtype = torch.int16 if d < 32768 else torch.int32
     ids = random_fan_in_indices(L, d, k, g).to(index_dtype) if L * d <= (1 << 28) else \
         torch.rand(L, k, generator=g).mul_(d).to(index_dtype).clamp_(max=d - 1)
-    y_buf = torch.zeros(x.shape[0], STEP_CHUNK)
+    ids = ids.to(device)
+    y_buf = torch.zeros(x.shape[0], STEP_CHUNK, device=device)
 
     def dense():
-        weight = torch.nn.Parameter(torch.randn(L, d, dtype=dtype) * d ** -0.5)
-        bias = torch.nn.Parameter(torch.zeros(L, dtype=dtype))
+        weight = torch.nn.Parameter(torch.randn(L, d, dtype=dtype, device=device) * d ** -0.5)
+        bias = torch.nn.Parameter(torch.zeros(L, dtype=dtype, device=device))
 
         def step(xin):
             gw, gb = torch.empty_like(weight), torch.empty_like(bias)
@@ -517,8 +537,8 @@ def _step_layers(x, d, L, k, dtype, loss, scale, targets, sparse_targets):
         return step, [weight, bias]
 
     def ffi_values():
-        values = torch.nn.Parameter(torch.randn(L, k, dtype=dtype) * k ** -0.5)
-        return values, torch.nn.Parameter(torch.zeros(L, dtype=dtype))
+        values = torch.nn.Parameter(torch.randn(L, k, dtype=dtype, device=device) * k ** -0.5)
+        return values, torch.nn.Parameter(torch.zeros(L, dtype=dtype, device=device))
 
     def ffi_fused():
         values, bias = ffi_values()
@@ -531,6 +551,7 @@ def _step_layers(x, d, L, k, dtype, loss, scale, targets, sparse_targets):
 
     def ffi_torch_loss():
         values, bias = ffi_values()
+        op = ops.get_backend(kernels)
 
         def step(xin):
             gv, gb = torch.empty_like(values), torch.empty_like(bias)
@@ -538,10 +559,10 @@ def _step_layers(x, d, L, k, dtype, loss, scale, targets, sparse_targets):
             total = 0.0
             for lo in range(0, L, STEP_CHUNK):
                 hi = min(lo + STEP_CHUNK, L)
-                z = cpu.ffi_forward(xin.detach(), values.detach()[lo:hi], ids[lo:hi]) + bias.detach()[lo:hi]
+                z = op.forward(xin.detach(), values.detach()[lo:hi], ids[lo:hi]) + bias.detach()[lo:hi]
                 value, grad = _torch_loss_chunk(z, targets, lo, hi, loss, scale, y_buf)
                 total += value.item()
-                cx, cv = cpu.ffi_grads(grad, xin.detach(), values.detach()[lo:hi], ids[lo:hi], d)
+                cx, cv = _layer_grads(op, grad, xin.detach(), values.detach()[lo:hi], ids[lo:hi], d)
                 gx += cx
                 gv[lo:hi] = cv
                 torch.sum(grad, 0, out=gb[lo:hi])
@@ -561,39 +582,42 @@ def _step_layers(x, d, L, k, dtype, loss, scale, targets, sparse_targets):
             return step, [values, bias]
         return make
 
-    out = {"dense": dense, "ffi/cpu": ffi_fused, "ffi/cpu-torchloss": ffi_torch_loss}
+    out = {"dense": dense, f"ffi/{kernels}": ffi_fused, f"ffi/{kernels}-torchloss": ffi_torch_loss}
     for size in GROUP_SIZES:
         out[f"ffi-group/g{size}"] = group(size)
     return out
 
 
 def run_steps(batch=256, dim=768, fan_ins=(32,), labels=(131072,), dtype="float32", loss="bce",
-              reduction="sum_over_labels", warmup=1, repeats=5, max_gb=None, layers=None,
+              reduction="sum_over_labels", warmup=1, repeats=5, max_gb=None, layers=None, device="cpu",
               out_dir="results/kernels", log=print) -> list[StepTiming]:
     """Time full training steps (loss + backward + SGD-momentum update) of each layer, round-robin
-    with ``dense``; ``× dense`` is dense's step time over the layer's."""
+    with ``dense``; ``× dense`` is dense's step time over the layer's. On CUDA the fan-in layers
+    run the Triton kernels (``ffi/triton``, ``ffi/triton-torchloss``, ``ffi-group/g32``)."""
     from bench.kernels import cpu, cpu_group, fused_loss
     from bench.sparse import SparseTargets
 
+    device = torch.device(device)
     dt = getattr(torch, dtype)
     elem = torch.tensor([], dtype=dt).element_size()
     if max_gb is None:
-        max_gb = 0.6 * _available_gb()
+        max_gb = 0.6 * _available_gb(device)
     threads = torch.get_num_threads()
-    env = {"torch": torch.__version__, "device": "cpu", "cpu": cpu_model(), "git_commit": git_commit(),
+    env = {"torch": torch.__version__, "device": device.type, "cpu": cpu_model(), "git_commit": git_commit(),
+           "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
            "timing": "interleaved", "reduction": reduction, "labels_per_row": STEP_LABELS_PER_ROW,
            "compiled": cpu.library() is not None and cpu_group.library() is not None}
-    wanted = layers or STEP_LAYERS
+    wanted = layers or STEP_LAYERS[device.type]
     results = []
     for L in labels:
         for k in fan_ins:
             g = torch.Generator().manual_seed(1)
-            x = torch.randn(batch, dim, generator=g).to(dt)
+            x = torch.randn(batch, dim, generator=g).to(device=device, dtype=dt)
             ids = torch.stack([torch.randperm(L, generator=g)[:STEP_LABELS_PER_ROW].sort().values
-                               for _ in range(batch)]).reshape(-1)
-            indptr = torch.arange(0, batch * STEP_LABELS_PER_ROW + 1, STEP_LABELS_PER_ROW)
+                               for _ in range(batch)]).reshape(-1).to(device)
+            indptr = torch.arange(0, batch * STEP_LABELS_PER_ROW + 1, STEP_LABELS_PER_ROW, device=device)
             sparse = SparseTargets(indptr, ids, L)
-            targets = (torch.arange(batch).repeat_interleave(STEP_LABELS_PER_ROW), ids)
+            targets = (torch.arange(batch, device=device).repeat_interleave(STEP_LABELS_PER_ROW), ids)
             scale = fused_loss.scale_for(reduction, batch, L)
             makers = {n: m for n, m in _step_layers(x, dim, L, k, dt, loss, scale, targets, sparse).items()
                       if any(n == w or n.startswith(w + "/") for w in wanted)}
@@ -618,7 +642,7 @@ def run_steps(batch=256, dim=768, fan_ins=(32,), labels=(131072,), dtype="float3
                     fn(xin)
                     opt.step()
                 steps[n] = step
-            ms = _interleaved_ms(steps, torch.device("cpu"), warmup, repeats) if steps else {}
+            ms = _interleaved_ms(steps, device, warmup, repeats) if steps else {}
             del steps
             for n in makers:
                 row = rows[n]

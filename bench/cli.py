@@ -300,7 +300,8 @@ def _topk_table(args) -> int:
         torch.set_num_threads(args.threads)
     _print_table_header(TOPK_HEADER)
     run_topk(batch=args.topk_batch, dim=args.topk_dim, labels=args.topk_labels, fan_in=args.topk_fan_in,
-             k=args.topk_k, warmup=args.warmup, repeats=args.repeats, layers=args.layers, out_dir=args.out)
+             k=args.topk_k, warmup=args.warmup, repeats=args.repeats, layers=args.layers, device=args.device,
+             dtype=args.dtype, out_dir=args.out)
     print(f"records appended to {Path(args.out) / 'kernels.jsonl'}")
     return 0
 
@@ -311,7 +312,7 @@ def _steps(args) -> int:
     _print_table_header(STEP_HEADER)
     rows = run_steps(batch=args.batch, dim=args.dim, fan_ins=args.fan_in, labels=args.labels, dtype=args.dtype,
                      loss=args.loss, reduction=args.reduction, warmup=args.warmup, repeats=args.repeats,
-                     max_gb=args.max_gb, layers=args.layers, out_dir=args.out)
+                     max_gb=args.max_gb, layers=args.layers, device=args.device, out_dir=args.out)
     if any(r.skipped for r in rows):
         print("skipped rows would not fit in memory (raise --max-gb to try them)")
     print(f"records appended to {Path(args.out) / 'kernels.jsonl'}")

@@ -12,7 +12,7 @@ ROOT = Path(bench.__file__).resolve().parent
 
 # Rooms from the bottom up; a module may import modules of its own rank or below.
 RANKS = [
-    ("bench.errors", "bench.registry", "bench.sparse"),
+    ("bench.errors", "bench.registry", "bench.sparse", "bench.ranking"),
     ("bench.config", "bench.losses", "bench.metrics", "bench.measure", "bench.kernels"),
     ("bench.methods", "bench.record", "bench.data", "bench.classifiers"),
     ("bench.dst", "bench.models"),

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.classifiers.base import Classifier, merge_ranked, select_chunk
+from bench.classifiers.base import Classifier
+from bench.ranking import merge_ranked, select_chunk
 from bench.metrics import drop_filtered
 from bench.sparse import CSR
 

@@ -15,11 +15,9 @@ from bench.classifiers.base import (Classifier, autocast_operands, dense_memory_
                                    register_classifier, zero_optimizer_state)
 from bench.errors import ConfigError
 from bench.kernels import cpu_select, fixed_fan_in, fused_loss
-from bench.kernels.ops import select_backend
 
 INIT_CHUNK_ELEMENTS = 1 << 22  # random keys [Lc, d] drawn at a time (16 MiB): never a dense [L, d]
 CHECK_CHUNK_ELEMENTS = 1 << 22  # ids [Lc, k] widened to int64 at a time by check_connectivity
-KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the fused loss kernels read
 
 
 def index_dtype(in_features: int) -> torch.dtype:
@@ -54,9 +52,21 @@ def kernel_loss_scale(criterion, batch: int, num_labels: int) -> float:
     return 1.0 / criterion.divisor(batch, num_labels)
 
 
-def kernel_operands(*tensors: torch.Tensor) -> bool:
-    """CPU tensors in a dtype the fused loss kernels read (float64 stays on the torch path)."""
-    return all(t.device.type == "cpu" and t.dtype in KERNEL_DTYPES for t in tensors)
+def kernel_topk(h, values, ids, group_size, bias, k):
+    """``(scores, ids)`` of the fan-in layer's best ``k`` labels from a score-and-select kernel:
+    compiled C (CPU float32, ``bench.kernels.cpu_select``) or Triton (CUDA,
+    ``bench.kernels.triton_fused``); ``None`` where neither runs (the torch path then)."""
+    path = fused_loss.kernel_backend(h, values, bias, grouped=group_size > 1)
+    if path == "cpu" and cpu_select.available(h, values, bias):
+        if group_size > 1:
+            return cpu_select.group_topk(h, values, ids, group_size, bias, k)
+        return cpu_select.ffi_topk(h, values, ids, bias, k)
+    if path == "triton":
+        from bench.kernels import triton_fused  # imports triton: CUDA only
+
+        if k <= triton_fused.MAX_TOPK:
+            return triton_fused.topk(h, values, ids, group_size, bias, k)
+    return None
 
 
 class FixedFanInClassifier(Classifier):
@@ -81,27 +91,28 @@ class FixedFanInClassifier(Classifier):
         return fixed_fan_in(h, values, self.indices[lo:hi]) + self.bias[lo:hi]
 
     def loss(self, h, targets, fused=None, criterion=None):
-        """``Classifier.loss``; fused, on the CPU backend, with a loss the kernels know, one
-        compiled pass (``bench.kernels.fused_loss.ffi_loss``): scores, loss and ∂loss/∂score
-        per label chunk in cache, targets from the sparse label lists. Equal to the torch path
-        up to float rounding (another summation order)."""
+        """``Classifier.loss``; fused, where the kernels run (compiled C on CPU, Triton on CUDA)
+        with a loss they know, one pass (``bench.kernels.fused_loss.ffi_loss``): scores, loss
+        and ∂loss/∂score per label block in cache, targets from the sparse label lists. Equal to
+        the torch path up to float rounding (another summation order)."""
         criterion = losses.DEFAULT if criterion is None else criterion
         name = kernel_loss(criterion)
         if (self.fused_loss if fused is None else fused) and name is not None \
                 and type(self).logits is FixedFanInClassifier.logits:
             x, values = autocast_operands(h, self.values)  # as logits casts them
-            if select_backend(x) == "cpu" and kernel_operands(x, values, self.bias):
+            if fused_loss.kernel_backend(x, values, self.bias) is not None:
                 return fused_loss.ffi_loss(x, values, self.indices, self.bias, targets, name,
                                            kernel_loss_scale(criterion, h.shape[0], self.num_labels))
         return super().loss(h, targets, fused=fused, criterion=criterion)
 
     @torch.no_grad()
     def topk(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``Classifier.topk``; on CPU float32 with the compiled kernels, one score-and-select
-        pass (``bench.kernels.cpu_select``) that never writes the labels' scores to memory."""
-        if type(self).logits is FixedFanInClassifier.logits and select_backend(h) == "cpu" \
-                and cpu_select.available(h, self.values, self.bias):
-            return cpu_select.ffi_topk(h, self.values, self.indices, self.bias, k)
+        """``Classifier.topk``; one score-and-select pass that never writes the labels' scores
+        to memory where a kernel runs it (``kernel_topk``)."""
+        if type(self).logits is FixedFanInClassifier.logits:
+            found = kernel_topk(h, self.values, self.indices, 1, self.bias, k)
+            if found is not None:
+                return found
         return super().topk(h, k)
 
     def memory_bytes(self, optimizer_slots: int = 1) -> dict[str, int]:

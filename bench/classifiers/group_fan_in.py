@@ -20,11 +20,11 @@ from torch import nn
 from bench.classifiers.base import (Classifier, autocast_operands, dense_memory_bytes, float_dtype, refill_slots,
                                    register_classifier, zero_optimizer_state)
 from bench import losses
-from bench.classifiers.fixed_fan_in import (FixedFanInClassifier, kernel_loss, kernel_loss_scale,
-                                            kernel_operands, random_fan_in_indices)
+from bench.classifiers.fixed_fan_in import (FixedFanInClassifier, kernel_loss, kernel_loss_scale, kernel_topk,
+                                            random_fan_in_indices)
 from bench.errors import ConfigError
-from bench.kernels import cpu_select, fused_loss
-from bench.kernels.group_fan_in import group_fan_in, select_group_backend
+from bench.kernels import fused_loss
+from bench.kernels.group_fan_in import group_fan_in
 
 
 class GroupFanInClassifier(Classifier):
@@ -69,18 +69,19 @@ class GroupFanInClassifier(Classifier):
         if (self.fused_loss if fused is None else fused) and name is not None \
                 and type(self).logits is GroupFanInClassifier.logits:
             x, values = autocast_operands(h, self.values)  # as logits casts them
-            if select_group_backend(x, values) == "cpu" and kernel_operands(x, values, self.bias):
+            if fused_loss.kernel_backend(x, values, self.bias, grouped=True) is not None:
                 return fused_loss.group_loss(x, values, self.group_indices, self.group_size, self.bias, targets,
                                              name, kernel_loss_scale(criterion, h.shape[0], self.num_labels))
         return super().loss(h, targets, fused=fused, criterion=criterion)
 
     @torch.no_grad()
     def topk(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``Classifier.topk``; on CPU float32 with the compiled kernels, one score-and-select
-        pass (``bench.kernels.cpu_select.group_topk``) that never writes the scores to memory."""
-        if type(self).logits is GroupFanInClassifier.logits and select_group_backend(h, self.values) == "cpu" \
-                and cpu_select.available(h, self.values, self.bias):
-            return cpu_select.group_topk(h, self.values, self.group_indices, self.group_size, self.bias, k)
+        """``Classifier.topk``; one score-and-select pass that never writes the scores to memory
+        where a kernel runs it (``fixed_fan_in.kernel_topk``)."""
+        if type(self).logits is GroupFanInClassifier.logits:
+            found = kernel_topk(h, self.values, self.group_indices, self.group_size, self.bias, k)
+            if found is not None:
+                return found
         return super().topk(h, k)
 
     def memory_bytes(self, optimizer_slots: int = 1) -> dict[str, int]:

@@ -30,12 +30,10 @@ from torch import nn
 from bench import losses
 from bench.classifiers.base import Classifier, autocast_operands, dense_memory_bytes, float_dtype, register_classifier
 from bench.classifiers.fixed_fan_in import (FixedFanInClassifier, FixedFanInConnectivity,
-                                            kernel_loss, kernel_loss_scale, kernel_operands, random_fan_in_indices)
+                                            kernel_loss, kernel_loss_scale, random_fan_in_indices)
 from bench.classifiers.group_fan_in import GroupFanInClassifier, GroupFanInConnectivity
 from bench.errors import ConfigError
 from bench.kernels import fixed_fan_in, fused_loss
-from bench.kernels.group_fan_in import select_group_backend
-from bench.kernels.ops import select_backend
 from bench.sparse import SparseTargets
 
 
@@ -128,14 +126,13 @@ class HeadTailClassifier(Classifier):
         if (self.fused_loss if fused is None else fused) and name is not None and self.num_tail \
                 and type(self).logits is HeadTailClassifier.logits:
             x, values = autocast_operands(h, self.tail_values)  # as logits casts them
-            backend = select_backend(x) if self.tail_group_size == 1 else select_group_backend(x, values)
-            if backend == "cpu" and kernel_operands(x, values, self.bias):
+            if fused_loss.kernel_backend(x, values, self.bias, grouped=self.tail_group_size > 1) is not None:
                 return self._kernel_loss(h, x, values, targets, criterion, name)
         return super().loss(h, targets, fused=fused, criterion=criterion)
 
     def _kernel_loss(self, h, x, values, targets, criterion, name):
         slot = self.slot.long()
-        batch, scale = h.shape[0], kernel_loss_scale(criterion, h.shape[0], self.num_labels)
+        scale = kernel_loss_scale(criterion, h.shape[0], self.num_labels)
         tail_bias = self.bias[(slot >= 0).nonzero().squeeze(1)]  # [T], tail row order = label order
         tail_targets = fused_loss.map_targets(targets, slot)  # tail labels → tail rows, head dropped
         if self.tail_group_size == 1:

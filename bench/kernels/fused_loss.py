@@ -31,7 +31,7 @@ import torch
 from bench.errors import ConfigError
 from bench.kernels import buffers, cpu, cpu_group, group_fan_in as group_ops, reference
 from bench.kernels.native import float32 as _f32, kernel_ids
-from bench.kernels.ops import forced_backend
+from bench.kernels.ops import forced_backend, list_backends
 
 # name → the kernel's loss id (csrc/loss.h: LOSS_*); "-" and "_" spellings both accepted
 LOSSES = {"bce": 0, "squared_hinge": 1}
@@ -189,23 +189,42 @@ def _compiled(step, lib, threads_used, x, values, ids, bias, targets, loss, scal
     return torch.tensor(total * float(scale), dtype=torch.float32), grad_x, grad_v, grad_b
 
 
-def _use_compiled(available, backend, *tensors) -> bool:
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the fused kernels read
+
+
+def kernel_backend(x, values, bias=None, grouped: bool = False, backend: str | None = None) -> str | None:
+    """Where the fused loss step of these operands runs in kernels: ``"cpu"`` (the compiled C
+    library: CPU tensors), ``"triton"`` (CUDA tensors, where the Triton backend is registered),
+    or ``None`` (float64, a forced ``reference``, no compiler / no Triton: the torch path)."""
+    tensors = [t for t in (x, values, bias) if t is not None]
+    if any(t.dtype not in KERNEL_DTYPES for t in tensors):
+        return None
     forced = forced_backend(backend)
-    if forced == "reference":
-        return False
-    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.bfloat16, torch.float16)
-               for t in tensors if t is not None) and available
+    if all(t.device.type == "cpu" for t in tensors):
+        library = cpu_group.library() if grouped else cpu.library()
+        return "cpu" if forced in (None, "cpu") and library is not None else None
+    if all(t.is_cuda for t in tensors) and forced in (None, "triton") and "triton" in list_backends():
+        return "triton"
+    return None
+
+
+def _triton():
+    from bench.kernels import triton_fused  # imports triton: reached with CUDA tensors (or the tests)
+    return triton_fused
 
 
 def ffi_loss_grads(x, values, indices, bias, targets, loss="bce", scale=1.0, want=(True, True, True),
                    backend=None):
     """``(loss, grad_x | None, grad_values | None, grad_bias | None)`` of ``scale · Σ l(z, y)``,
-    ``z = fixed_fan_in(x, values, indices) + bias``: the fused kernel where it runs, else the
-    reference. Gradients come in float32 (float64 for float64 inputs)."""
+    ``z = fixed_fan_in(x, values, indices) + bias``: the fused kernel where one runs
+    (``kernel_backend``), else the reference. Gradients come in float32 (float64 for float64 inputs)."""
     loss_id(loss)
-    if _use_compiled(cpu.library() is not None, backend, x, values, bias):
+    path = kernel_backend(x, values, bias, backend=backend)
+    if path == "cpu":
         return _compiled("ffi_loss_step", cpu.library(), cpu.library().ffi_threads_used,
                          x, values, indices, bias, targets, loss, scale, want)
+    if path == "triton":
+        return _triton().loss_grads(x, values, indices, 1, bias, targets, loss, scale, want)
     return reference_ffi_loss(x, values, indices, bias, targets, loss, scale, want)
 
 
@@ -213,10 +232,13 @@ def group_loss_grads(x, values, group_indices, group_size, bias, targets, loss="
                      want=(True, True, True), backend=None):
     """``ffi_loss_grads`` for the group-shared layer."""
     loss_id(loss)
-    if _use_compiled(cpu_group.library() is not None, backend, x, values, bias):
+    path = kernel_backend(x, values, bias, grouped=True, backend=backend)
+    if path == "cpu":
         lib = cpu_group.library()
         return _compiled("group_loss_step", lib, lib.group_threads_used, x, values, group_indices, bias,
                          targets, loss, scale, want, extra=(int(group_size),))
+    if path == "triton":
+        return _triton().loss_grads(x, values, group_indices, int(group_size), bias, targets, loss, scale, want)
     return reference_group_loss(x, values, group_indices, group_size, bias, targets, loss, scale, want)
 
 

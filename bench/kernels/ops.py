@@ -61,6 +61,12 @@ def list_backends() -> list[str]:
     return list(_BACKENDS)
 
 
+def get_backend(name: str) -> Backend:
+    """The registered backend ``name`` (a ConfigError listing the registered ones if unknown)."""
+    _check_known(name)
+    return _BACKENDS[name]
+
+
 def _check_known(name: str) -> None:
     if name not in _BACKENDS:
         raise ConfigError(f"unknown fixed fan-in backend {name!r}; registered: {', '.join(_BACKENDS)}")
