@@ -45,3 +45,14 @@ def select_chunk(scores: torch.Tensor, k: int, lo: int = 0) -> tuple[torch.Tenso
         order = torch.sort(rows, dim=1, descending=True, stable=True).indices[:, :k]
         top[cut], picked[cut] = rows.gather(1, order), order
     return top, picked + lo
+
+
+def merge_by_id(scores_a: torch.Tensor, ids_a: torch.Tensor, scores_b: torch.Tensor, ids_b: torch.Tensor,
+                k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``merge_ranked`` for two lists whose ids interleave (e.g. a layer's head and tail labels):
+    the entries in id order, then a stable sort by score."""
+    scores, ids = torch.cat([scores_a, scores_b], dim=1), torch.cat([ids_a, ids_b], dim=1)
+    by_id = ids.argsort(dim=1, stable=True)
+    scores, ids = scores.gather(1, by_id), ids.gather(1, by_id)
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    return scores.gather(1, order), ids.gather(1, order)

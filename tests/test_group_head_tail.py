@@ -256,3 +256,32 @@ def test_head_tail_group_set_from_the_cli(tiny_overrides, tmp_path):
     (record,) = read_records(tmp_path / "results" / "runs.jsonl")
     assert record["status"] == "ok" and record["config"]["model"]["tail"] == "ffi-group"
     assert record["dst"]["connections_changed"] > 0
+
+
+@pytest.mark.parametrize("tail", ["ffi", "ffi-group"])
+@pytest.mark.parametrize("kind", ["ties", "special"])
+def test_head_tail_kernel_topk_equals_the_torch_path(tail, kind):
+    """The tail's score-and-select merged with the head's selection: the same labels and scores
+    as ``Classifier.topk`` (label chunks, stable ranking), ties, NaN and ±inf included."""
+    from bench.classifiers import create_classifier
+    from bench.classifiers.base import Classifier
+
+    clf = create_classifier("head-tail", 12, 700, fan_in=4, head_labels=40, tail=tail, group_size=8)
+    clf.label_chunk = 128
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        clf.bias.copy_(torch.randint(0, 2, clf.bias.shape, generator=g).float())
+        if kind == "ties":
+            clf.tail_values.copy_(torch.randint(-1, 2, clf.tail_values.shape, generator=g).float())
+            clf.head_weight.copy_(torch.randint(-1, 2, clf.head_weight.shape, generator=g).float())
+            h = torch.randint(-1, 2, (9, 12), generator=g).float()
+        else:
+            h = torch.randn(9, 12, generator=g)
+            h[0, :] = float("nan")
+            h[1, 3], h[2, 5] = float("inf"), -float("inf")
+            h[3, :] = 0.0
+        for k in (1, 5, 45, 700):
+            got_s, got_i = clf.topk(h, k)
+            want_s, want_i = Classifier.topk(clf, h, k)
+            assert torch.equal(got_i, want_i), (k, got_i[:3], want_i[:3])
+            torch.testing.assert_close(got_s, want_s, equal_nan=True)

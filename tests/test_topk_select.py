@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench.classifiers.base import Classifier
-from bench.ranking import merge_ranked, select_chunk
+from bench.ranking import merge_by_id, merge_ranked, select_chunk
 from bench.metrics import drop_filtered
 from bench.sparse import CSR
 
@@ -77,6 +77,14 @@ def test_select_chunk_is_a_stable_sort(kind, device):
         assert got_i.device == scores.device
         assert torch.equal(got_i, order + 100)
         torch.testing.assert_close(got_s, scores.gather(1, order), equal_nan=True, rtol=0, atol=0)
+
+
+def test_merge_by_id_ranks_interleaved_ids():
+    a_s, a_i = torch.tensor([[2.0, 1.0, 1.0]]), torch.tensor([[9, 1, 7]])
+    b_s, b_i = torch.tensor([[float("nan"), 2.0, 1.0]]), torch.tensor([[8, 3, 4]])
+    s, i = merge_by_id(a_s, a_i, b_s, b_i, 5)
+    assert i.tolist() == [[8, 3, 9, 1, 4]]
+    torch.testing.assert_close(s, torch.tensor([[float("nan"), 2.0, 2.0, 1.0, 1.0]]), equal_nan=True)
 
 
 def test_merge_ranked_keeps_lower_ids_first_on_ties():

@@ -29,11 +29,12 @@ from torch import nn
 
 from bench import losses
 from bench.classifiers.base import Classifier, autocast_operands, dense_memory_bytes, float_dtype, register_classifier
-from bench.classifiers.fixed_fan_in import (FixedFanInClassifier, FixedFanInConnectivity,
-                                            kernel_loss, kernel_loss_scale, random_fan_in_indices)
+from bench.classifiers.fixed_fan_in import (FixedFanInClassifier, FixedFanInConnectivity, kernel_loss,
+                                            kernel_loss_scale, kernel_topk, random_fan_in_indices)
 from bench.classifiers.group_fan_in import GroupFanInClassifier, GroupFanInConnectivity
 from bench.errors import ConfigError
 from bench.kernels import fixed_fan_in, fused_loss
+from bench.ranking import merge_by_id, select_chunk
 from bench.sparse import SparseTargets
 
 
@@ -129,6 +130,26 @@ class HeadTailClassifier(Classifier):
             if fused_loss.kernel_backend(x, values, self.bias, grouped=self.tail_group_size > 1) is not None:
                 return self._kernel_loss(h, x, values, targets, criterion, name)
         return super().loss(h, targets, fused=fused, criterion=criterion)
+
+    @torch.no_grad()
+    def topk(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Classifier.topk``; where a fan-in kernel selects (``kernel_topk``), the tail's best
+        from its score-and-select pass and the head's from its dense ``[B, H]`` scores by
+        selection, merged by score, then label id (both keep label order: row r of each is its
+        r-th label)."""
+        if type(self).logits is HeadTailClassifier.logits and self.num_tail:
+            tail_labels = (self.slot >= 0).nonzero().squeeze(1)  # [T]: tail row → label
+            ids = self.tail_indices if self.tail_group_size == 1 else self.tail_group_indices
+            tail = kernel_topk(h, self.tail_values, ids, self.tail_group_size, self.bias[tail_labels], k)
+            if tail is not None:
+                tail_scores, tail_ids = tail[0], tail_labels[tail[1]]
+                if not self.num_head:
+                    return tail_scores, tail_ids
+                head_labels = (self.slot < 0).nonzero().squeeze(1)  # [H]: head row → label
+                scores = torch.addmm(self.bias[head_labels], h.to(self.head_weight.dtype), self.head_weight.t())
+                head_scores, head_rows = select_chunk(scores.float(), min(k, self.num_head))
+                return merge_by_id(head_scores, head_labels[head_rows], tail_scores, tail_ids, min(k, self.num_labels))
+        return super().topk(h, k)
 
     def _kernel_loss(self, h, x, values, targets, criterion, name):
         slot = self.slot.long()
