@@ -66,6 +66,7 @@ FUSED_CHECKS = textwrap.dedent("""
         ids = torch.rand(-(-num_labels // group), d, generator=g).argsort(1)[:, :k].to(torch.int16)
         counts = torch.randint(0, 4, (batch,), generator=g)
         counts[0] = 0
+        counts[-1] = 40  # a long unsorted row with repeats: the kernel's binary search past 5 steps
         indptr = torch.zeros(batch + 1, dtype=torch.int64)
         indptr[1:] = counts.cumsum(0)
         targets = fused_loss.Targets(indptr, torch.randint(0, num_labels, (int(indptr[-1]),), generator=g))

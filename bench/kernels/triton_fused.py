@@ -9,8 +9,8 @@
 
 The loss step: one program owns ``BLOCK_L`` labels and walks the whole batch in ``BLOCK_B`` row
 blocks. Per block it gathers the scores (k gathers of inputs, as the forward kernel), reads the
-targets from the sparse label lists (row b's ≤ ``max_pos`` positives compared with the block's
-label ids: no 0/1 matrix), applies the per-score loss (``LOSS`` 0: BCE, 1: squared hinge; the
+targets from the sparse label lists (each row's labels sorted once; a binary search finds the
+row's positives inside the label block, which are compared with the block's ids: no 0/1 matrix), applies the per-score loss (``LOSS`` 0: BCE, 1: squared hinge; the
 formulas of ``fused_loss.score_loss``) and runs the backward from the block in registers: the
 bias and value gradients of its own labels accumulate in the program (no atomics), the input
 gradient goes by fp32 atomics into ``[B, d]``. No ``[B, L]`` score or gradient is written.
@@ -59,9 +59,23 @@ def _scores(x_ptr, v_ptr, idx_ptr, bias_ptr, offs_b, offs_l, mask_b, mask_l, k, 
 
 
 @triton.jit
+def _lower_bound(ptr, lo, hi, value, mask, STEPS: tl.constexpr):
+    """Per row, the first position in ``[lo, hi)`` of the sorted ``ptr`` whose entry is ≥ ``value``
+    (``hi`` if none); ``STEPS`` halvings cover ranges of up to 2^STEPS − 1 entries."""
+    for _ in tl.static_range(STEPS):
+        mid = (lo + hi) // 2
+        active = mask & (lo < hi)
+        entry = tl.load(ptr + mid, mask=active, other=0)
+        right = active & (entry < value)
+        lo = tl.where(right, mid + 1, lo)
+        hi = tl.where(active & ~right, mid, hi)
+    return lo
+
+
+@triton.jit
 def _loss_kernel(x_ptr, v_ptr, idx_ptr, bias_ptr, indptr_ptr, labels_ptr, gv_ptr, gb_ptr, gx_ptr, part_ptr,
-                 scale, B, L, k, d, G, max_pos,
-                 LOSS: tl.constexpr, HAS_BIAS: tl.constexpr, WANT_X: tl.constexpr, WANT_V: tl.constexpr,
+                 scale, B, L, k, d, G,
+                 SEARCH_STEPS: tl.constexpr, LOSS: tl.constexpr, HAS_BIAS: tl.constexpr, WANT_X: tl.constexpr, WANT_V: tl.constexpr,
                  WANT_B: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_L: tl.constexpr):
     pid = tl.program_id(0)
     offs_l = pid * BLOCK_L + tl.arange(0, BLOCK_L)
@@ -76,12 +90,15 @@ def _loss_kernel(x_ptr, v_ptr, idx_ptr, bias_ptr, indptr_ptr, labels_ptr, gv_ptr
         mask = mask_b[:, None] & mask_l[None, :]
         z = _scores(x_ptr, v_ptr, idx_ptr, bias_ptr, offs_b, offs_l, mask_b, mask_l, k, d, G, HAS_BIAS,
                     BLOCK_B, BLOCK_L)
-        # targets of the tile from the rows' label lists (≤ max_pos each)
+        # targets of the tile: each row's (sorted) positives inside this label block, found by
+        # binary search, so the cost is the block's positives, not the row's
         start = tl.load(indptr_ptr + offs_b, mask=mask_b, other=0)
-        count = tl.load(indptr_ptr + offs_b + 1, mask=mask_b, other=0) - start
+        end = tl.load(indptr_ptr + offs_b + 1, mask=mask_b, other=0)
+        first = _lower_bound(labels_ptr, start, end, pid * BLOCK_L, mask_b, SEARCH_STEPS)
+        count = _lower_bound(labels_ptr, first, end, pid * BLOCK_L + BLOCK_L, mask_b, SEARCH_STEPS) - first
         y = tl.zeros((BLOCK_B, BLOCK_L), dtype=tl.float32)
-        for t in range(0, max_pos):
-            label = tl.load(labels_ptr + start + t, mask=mask_b & (t < count), other=-1)
+        for t in range(0, tl.max(count, axis=0)):
+            label = tl.load(labels_ptr + first + t, mask=mask_b & (t < count), other=-1)
             y = tl.where(label[:, None] == offs_l[None, :], 1.0, y)
         if LOSS == 0:  # BCE with logits
             value = tl.maximum(z, 0.0) - z * y + tl.log(1.0 + tl.exp(-tl.abs(z)))
@@ -154,6 +171,16 @@ def _operands(x, values, ids, bias):
             bias.contiguous() if bias is not None else values.new_empty(1))
 
 
+def _sorted_rows(indptr: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """Each row's label ids in ascending order (the kernel binary-searches them); one sort of
+    ``row · L + label`` keys. A dummy entry when there are none (the kernel reads nothing then)."""
+    if labels.numel() == 0:
+        return torch.full((1,), -1, dtype=torch.int64, device=labels.device)
+    rows = torch.repeat_interleave(torch.arange(indptr.numel() - 1, device=labels.device), indptr[1:] - indptr[:-1])
+    keys = torch.sort(rows * num_labels + labels).values
+    return (keys - rows * num_labels).contiguous()
+
+
 def loss_grads(x: torch.Tensor, values: torch.Tensor, ids: torch.Tensor, group_size: int, bias, targets,
                loss: str = "bce", scale: float = 1.0, want=(True, True, True)):
     """``(loss, grad_x | None, grad_values | None, grad_bias | None)`` of ``scale · Σ l(z, y)``;
@@ -163,9 +190,7 @@ def loss_grads(x: torch.Tensor, values: torch.Tensor, ids: torch.Tensor, group_s
     device = x.device
     x, v, idx, b = _operands(x, values, ids, bias)
     indptr = targets.indptr.to(device=device, dtype=torch.int64).contiguous()
-    labels = targets.indices.to(device=device, dtype=torch.int64).contiguous()
-    if labels.numel() == 0:
-        labels = torch.full((1,), -1, dtype=torch.int64, device=device)
+    labels = _sorted_rows(indptr, targets.indices.to(device=device, dtype=torch.int64), num_labels)
     max_pos = int((indptr[1:] - indptr[:-1]).max().item()) if batch else 0
     grad_x = torch.zeros(batch, d, dtype=torch.float32, device=device)
     grad_v = torch.zeros(num_labels, k, dtype=torch.float32, device=device)
@@ -174,7 +199,8 @@ def loss_grads(x: torch.Tensor, values: torch.Tensor, ids: torch.Tensor, group_s
     if batch and num_labels:
         grid = lambda meta: (triton.cdiv(num_labels, meta["BLOCK_L"]),)  # noqa: E731
         _loss[grid](x, v, idx, b, indptr, labels, grad_v, grad_b, grad_x, parts, float(scale),
-                    batch, num_labels, k, d, int(group_size), max_pos,
+                    # search steps: at least 5 (one compiled variant for up to 31 labels per row)
+                    batch, num_labels, k, d, int(group_size), SEARCH_STEPS=max(5, max_pos.bit_length()),
                     LOSS=LOSS_IDS[loss], HAS_BIAS=bias is not None, WANT_X=bool(want[0]), WANT_V=bool(want[1]),
                     WANT_B=bool(want[2]), **_FIXED)
     total = parts.sum() * scale
