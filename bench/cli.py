@@ -384,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--figures", default=None, metavar="DIR", help="also write the figures (PNG + SVG) to DIR")
     rep.add_argument("--pivot", nargs="+", default=None, metavar="COLUMN",
                      help="Markdown tables of method x label-space size instead, one per column "
-                          "(P@1 P@3 P@5 PSP@1 PSP@3 PSP@5 peak_bytes classifier_bytes train_samples_per_s epoch_time_s)")
+                          "(P@1 P@3 P@5 PSP@1 PSP@3 PSP@5 peak_bytes classifier_bytes train_samples_per_s "
+                          "inference_samples_per_s epoch_time_s)")
     rep.add_argument("--group", default=None, help="only runs of this suite group")
     rep.add_argument("--sweep", default=None, help="only runs of this sweep (by name)")
     rep.add_argument("--select", choices=("last", "best"), default="last",

@@ -216,6 +216,7 @@ def frame_row(record: dict, select: str = "last") -> dict:
         "peak_bytes": memory.get("peak_bytes"),
         "classifier_bytes": (memory.get("classifier") or {}).get("total"),
         "train_samples_per_s": throughput.get("train_samples_per_s"),
+        "inference_samples_per_s": throughput.get("inference_samples_per_s"),
         "steady_step_s": throughput.get("steady_step_s"),
         # the machine's speed during the run: mean of its start and end probes (None: recorded before probes)
         **{f"probe_{k}": run_probe(record).get(k) for k in PROBE_KEYS},

@@ -17,11 +17,12 @@ COLUMNS = {
     "peak_bytes": ("peak memory", "bytes", "min"),
     "classifier_bytes": ("classifier memory", "bytes", "min"),
     "train_samples_per_s": ("train samples/s", "rate", "max"),
+    "inference_samples_per_s": ("inference samples/s", "rate", "max"),
     "epoch_time_s": ("epoch time (s)", "seconds", "min"),
     "steady_step_s": ("steady step (ms)", "ms", "min"),
 }
 PROBE_COLUMNS = tuple(f"probe_{k}" for k in PROBE_KEYS)
-THROUGHPUT_COLUMNS = ("train_samples_per_s", "steady_step_s")  # cells marked when machine speeds differ
+THROUGHPUT_COLUMNS = ("train_samples_per_s", "inference_samples_per_s", "steady_step_s")  # cells marked when machine speeds differ
 PROBE_TOLERANCE = 0.10  # machine-speed probes further apart than this are not a side-by-side comparison
 MARK = "†"
 NOTE = ("P@k and PSP@k in percent (mean ± std over seeds where there are several; best per label-space "
