@@ -14,7 +14,7 @@ from bench.sweep import load_sweep
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 # Sweeps whose shipped results folder (results/NAME) holds every one of their configurations.
-MEASURED = ["dst-study", "label-scaling", "variants-65k", "aux-ablation"]
+MEASURED = ["dst-study", "label-scaling", "label-scaling-3m", "variants-65k", "aux-ablation"]
 
 
 def ok_hashes(name: str) -> set[str]:
