@@ -432,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     ker.add_argument("--step", action="store_true",
                      help="instead of the layer table: full training steps (loss over sparse targets, backward, "
                           "SGD-momentum update) of dense, ffi/cpu and ffi-group/g32 with the fused kernel loss, "
-                          "and ffi/cpu-torchloss (the loss in torch between the kernels), round-robin with dense")
+                          "and ffi/cpu-torchloss (the loss in torch between the kernels), round-robin with dense; "
+                          "on --device cuda the Triton kernels (ffi/triton, ffi/triton-torchloss)")
     ker.add_argument("--loss", default="bce", choices=["bce", "squared_hinge"], help="the --step table's loss")
     ker.add_argument("--reduction", default="sum_over_labels", choices=["sum_over_labels", "mean", "sum"],
                      help="the --step table's loss reduction")

@@ -22,12 +22,12 @@ print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_d
   for dtype in float32 bfloat16; do
     echo; echo "## $dtype: fixed fan-in layer against dense, masked and CSR (d = 768, k = 32, B = 256)"
     "$PYTHON" -m bench.cli kernels --device cuda --dtype "$dtype" --labels $LABELS --fan-in 32 --dim 768 \
-      --repeats 10 --layers dense csr ffi/triton ffi-group --out "$OUT"
+      --repeats 5 --layers dense csr ffi/triton ffi-group --out "$OUT"
     echo; echo "## $dtype: full training step (fused loss + backward + SGD momentum), d = 768"
     "$PYTHON" -m bench.cli kernels --step --device cuda --dtype "$dtype" --labels $LABELS --fan-in 32 \
-      --dim 768 --repeats 10 --out "$OUT"
+      --dim 768 --repeats 5 --out "$OUT"
     echo; echo "## $dtype: top-5 by selection against scoring alone (d = 256, 1,024 points)"
     "$PYTHON" -m bench.cli kernels --topk --device cuda --dtype "$dtype" --topk-labels $LABELS \
-      --repeats 10 --out "$OUT"
+      --repeats 5 --out "$OUT"
   done
 } 2>&1 | tee "$OUT/gpu_check.md"
