@@ -90,6 +90,21 @@ FUSED_CHECKS = textwrap.dedent("""
             assert torch.equal(got[1], want[1]), (got[1], want[1])
             cases += 1
 
+    # bfloat16 operands (as autocast hands them over): float32 math on the rounded values
+    x, values, bias = (t.to(torch.bfloat16) for t in (torch.randn(6, 20, generator=g), torch.randn(33, 5, generator=g),
+                                                        torch.randn(33, generator=g)))
+    ids = torch.rand(33, 20, generator=g).argsort(1)[:, :5].to(torch.int16)
+    targets = fused_loss.Targets(torch.tensor([0, 2, 2, 5, 6, 6, 9]), torch.tensor([3, 30, 1, 2, 32, 0, 8, 8, 9]))
+    got = triton_fused.loss_grads(x, values, ids, 1, bias, targets, "squared_hinge", 0.5)
+    ref = fused_loss.reference_ffi_loss(x.float(), values.float(), ids, bias.float(), targets, "squared_hinge", 0.5)
+    for a, w in zip(got, ref):
+        torch.testing.assert_close(a, w, rtol=1e-5, atol=1e-4)
+    got = triton_fused.topk(x, values, ids, 1, bias, 4)
+    want = select_chunk(reference.ffi_forward(x.float(), values.float(), ids) + bias.float(), 4)
+    torch.testing.assert_close(got[0], want[0])
+    assert torch.equal(got[1], want[1])
+    cases += 1
+
     # ties everywhere (small integer scores), NaN and -0 biases: the label-id tie-break
     x = torch.randint(-1, 2, (9, 8), generator=g).float()
     values = torch.randint(-1, 2, (45, 3), generator=g).float()
@@ -161,7 +176,7 @@ def test_triton_kernels_match_reference_in_the_interpreter():
 
 
 def test_triton_fused_loss_and_topk_match_the_references_in_the_interpreter():
-    assert _interpret(FUSED_CHECKS).split()[-2:] == ["ok", str(3 * 2 * 2 * 3 + 3 * 3 + 3)]
+    assert _interpret(FUSED_CHECKS).split()[-2:] == ["ok", str(3 * 2 * 2 * 3 + 3 * 3 + 1 + 3)]
 
 
 def test_classifiers_take_the_triton_paths_where_they_run():
