@@ -362,13 +362,14 @@ class TopkTiming:
     table: str = "topk"
 
 
-def _topk_classifiers(d: int, L: int, fan_in: int, wanted, device: torch.device, dtype: torch.dtype) -> dict:
+def _topk_classifiers(d: int, L: int, fan_in: int, k: int, wanted, device: torch.device, dtype: torch.dtype) -> dict:
     """name → (its top-k function, its scoring alone, the top-k path) for each wanted layer. The
     kernel paths: "compiled" (``csrc/select.c``, whose baseline is its own sweep keeping nothing)
     and "triton" (CUDA; baseline: the label chunks' scores as the torch path computes them)."""
     from bench.classifiers import create_classifier
     from bench.classifiers.base import Classifier
-    from bench.kernels import cpu_select, fused_loss
+    from bench.classifiers.fixed_fan_in import topk_kernel
+    from bench.kernels import cpu_select
 
     def chunked(clf):
         def score(x):
@@ -380,10 +381,8 @@ def _topk_classifiers(d: int, L: int, fan_in: int, wanted, device: torch.device,
         return create_classifier(name, d, L, **options).to(device=device, dtype=dtype)
 
     def kernel_path(clf, score_only):
-        path = fused_loss.kernel_backend(h, clf.values, clf.bias, grouped=getattr(clf, "group_size", 1) > 1)
-        if path == "cpu" and cpu_select.available(h, clf.values, clf.bias):
-            return clf.topk, score_only, "compiled"
-        return clf.topk, chunked(clf), "triton" if path == "triton" else "torch"
+        path = topk_kernel(h, clf.values, clf.bias, getattr(clf, "group_size", 1), k)
+        return clf.topk, score_only if path == "compiled" else chunked(clf), path or "torch"
 
     h, out = torch.empty(1, d, device=device, dtype=dtype), {}
     if "dense" in wanted:
@@ -414,7 +413,7 @@ def run_topk(batch=1024, dim=256, labels=(262144,), fan_in=32, k=5, warmup=1, re
     results = []
     for L in labels:
         x = torch.randn(batch, dim, device=device, dtype=dt)
-        made = _topk_classifiers(dim, L, fan_in, set(layers or TOPK_LAYERS), device, dt)
+        made = _topk_classifiers(dim, L, fan_in, k, set(layers or TOPK_LAYERS), device, dt)
         contenders = {}
         for name, (topk, score, _) in made.items():
             contenders[f"{name}:score"] = lambda score=score: score(x)

@@ -42,7 +42,7 @@ def test_fused_loss_on_cuda_matches_the_reference(shape, dtype, loss):
     batch, d, num_labels, k, group = shape
     x, values, bias, ids, targets = _case(*shape, dtype)
     scale = 1.0 / batch
-    got = triton_fused.loss_grads(x, values, ids, group, bias, targets, loss, scale)
+    got = triton_fused.loss_grads(x, values, ids, group, bias, targets, fused_loss.loss_id(loss), scale)
     # the reference in float32 on the same (rounded) operands
     args = (x.float(), values.float(), ids) if group == 1 else (x.float(), values.float(), ids, group)
     reference = fused_loss.reference_ffi_loss if group == 1 else fused_loss.reference_group_loss

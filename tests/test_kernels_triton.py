@@ -73,7 +73,8 @@ FUSED_CHECKS = textwrap.dedent("""
         for loss in ("bce", "squared_hinge"):
             for b in (bias, None):
                 for want in ((True, True, True), (True, False, False), (False, True, True)):
-                    got = triton_fused.loss_grads(x, values, ids, group, b, targets, loss, 0.3, want)
+                    got = triton_fused.loss_grads(x, values, ids, group, b, targets, fused_loss.loss_id(loss), 0.3,
+                                                  want)
                     ref = (fused_loss.reference_ffi_loss(x, values, ids, b, targets, loss, 0.3, want) if group == 1
                            else fused_loss.reference_group_loss(x, values, ids, group, b, targets, loss, 0.3, want))
                     for name, a, w in zip(("loss", "grad_x", "grad_values", "grad_bias"), got, ref):
@@ -95,7 +96,7 @@ FUSED_CHECKS = textwrap.dedent("""
                                                         torch.randn(33, generator=g)))
     ids = torch.rand(33, 20, generator=g).argsort(1)[:, :5].to(torch.int16)
     targets = fused_loss.Targets(torch.tensor([0, 2, 2, 5, 6, 6, 9]), torch.tensor([3, 30, 1, 2, 32, 0, 8, 8, 9]))
-    got = triton_fused.loss_grads(x, values, ids, 1, bias, targets, "squared_hinge", 0.5)
+    got = triton_fused.loss_grads(x, values, ids, 1, bias, targets, fused_loss.loss_id("squared_hinge"), 0.5)
     ref = fused_loss.reference_ffi_loss(x.float(), values.float(), ids, bias.float(), targets, "squared_hinge", 0.5)
     for a, w in zip(got, ref):
         torch.testing.assert_close(a, w, rtol=1e-5, atol=1e-4)

@@ -52,20 +52,32 @@ def kernel_loss_scale(criterion, batch: int, num_labels: int) -> float:
     return 1.0 / criterion.divisor(batch, num_labels)
 
 
-def kernel_topk(h, values, ids, group_size, bias, k):
-    """``(scores, ids)`` of the fan-in layer's best ``k`` labels from a score-and-select kernel:
-    compiled C (CPU float32, ``bench.kernels.cpu_select``) or Triton (CUDA,
-    ``bench.kernels.triton_fused``); ``None`` where neither runs (the torch path then)."""
+def topk_kernel(h, values, bias, group_size: int, k: int) -> str | None:
+    """The score-and-select kernel that serves a fan-in layer's top-``k``: ``"compiled"`` (CPU
+    float32, ``bench.kernels.cpu_select``), ``"triton"`` (CUDA, ``bench.kernels.triton_fused``,
+    k ≤ its ``MAX_TOPK``) or ``None`` (the torch path)."""
     path = fused_loss.kernel_backend(h, values, bias, grouped=group_size > 1)
     if path == "cpu" and cpu_select.available(h, values, bias):
+        return "compiled"
+    if path == "triton":
+        from bench.kernels import triton_fused  # imports triton: CUDA only
+
+        return "triton" if k <= triton_fused.MAX_TOPK else None
+    return None
+
+
+def kernel_topk(h, values, ids, group_size, bias, k):
+    """``(scores, ids)`` of the fan-in layer's best ``k`` labels from the kernel ``topk_kernel``
+    names; ``None`` where none runs (the torch path then)."""
+    path = topk_kernel(h, values, bias, group_size, k)
+    if path == "compiled":
         if group_size > 1:
             return cpu_select.group_topk(h, values, ids, group_size, bias, k)
         return cpu_select.ffi_topk(h, values, ids, bias, k)
     if path == "triton":
-        from bench.kernels import triton_fused  # imports triton: CUDA only
+        from bench.kernels import triton_fused
 
-        if k <= triton_fused.MAX_TOPK:
-            return triton_fused.topk(h, values, ids, group_size, bias, k)
+        return triton_fused.topk(h, values, ids, group_size, bias, k)
     return None
 
 

@@ -138,23 +138,32 @@ class HeadTailClassifier(Classifier):
         selection, merged by score, then label id (both keep label order: row r of each is its
         r-th label)."""
         if type(self).logits is HeadTailClassifier.logits and self.num_tail:
-            tail_labels = (self.slot >= 0).nonzero().squeeze(1)  # [T]: tail row → label
+            tail_labels = self.part_labels(tail=True)
             ids = self.tail_indices if self.tail_group_size == 1 else self.tail_group_indices
             tail = kernel_topk(h, self.tail_values, ids, self.tail_group_size, self.bias[tail_labels], k)
             if tail is not None:
                 tail_scores, tail_ids = tail[0], tail_labels[tail[1]]
                 if not self.num_head:
                     return tail_scores, tail_ids
-                head_labels = (self.slot < 0).nonzero().squeeze(1)  # [H]: head row → label
-                scores = torch.addmm(self.bias[head_labels], h.to(self.head_weight.dtype), self.head_weight.t())
+                head_labels = self.part_labels(tail=False)
+                scores = self._head_scores(h, head_labels)
                 head_scores, head_rows = select_chunk(scores.float(), min(k, self.num_head))
                 return merge_by_id(head_scores, head_labels[head_rows], tail_scores, tail_ids, min(k, self.num_labels))
         return super().topk(h, k)
 
+    def part_labels(self, tail: bool) -> torch.Tensor:
+        """The labels of the tail's rows (``[T]``) or of the head's (``[H]``): row r of either part
+        is its r-th label in label order."""
+        return (self.slot >= 0 if tail else self.slot < 0).nonzero().squeeze(1)
+
+    def _head_scores(self, h: torch.Tensor, head_labels: torch.Tensor) -> torch.Tensor:
+        """``[B, H]`` scores of the dense head (bias included)."""
+        return (h.to(self.head_weight.dtype) @ self.head_weight.t()) + self.bias[head_labels]
+
     def _kernel_loss(self, h, x, values, targets, criterion, name):
         slot = self.slot.long()
         scale = kernel_loss_scale(criterion, h.shape[0], self.num_labels)
-        tail_bias = self.bias[(slot >= 0).nonzero().squeeze(1)]  # [T], tail row order = label order
+        tail_bias = self.bias[self.part_labels(tail=True)]  # [T], tail row order = label order
         tail_targets = fused_loss.map_targets(targets, slot)  # tail labels → tail rows, head dropped
         if self.tail_group_size == 1:
             total = fused_loss.ffi_loss(x, values, self.tail_indices, tail_bias, tail_targets, name, scale)
@@ -163,8 +172,7 @@ class HeadTailClassifier(Classifier):
                                           tail_targets, name, scale)
         if not self.num_head:
             return total
-        head = (slot < 0).nonzero().squeeze(1)  # [H] labels, head row order = label order
-        scores = (h.to(self.head_weight.dtype) @ self.head_weight.t()) + self.bias[head]  # [B, H]
+        scores = self._head_scores(h, self.part_labels(tail=False))  # [B, H]
         head_rows = fused_loss.map_targets(targets, torch.where(slot < 0, -1 - slot, -1))
         head_targets = SparseTargets(head_rows.indptr, head_rows.indices, self.num_head)
         return total + criterion.value(scores, head_targets, 0, self.num_head, self.num_labels)

@@ -224,7 +224,7 @@ def ffi_loss_grads(x, values, indices, bias, targets, loss="bce", scale=1.0, wan
         return _compiled("ffi_loss_step", cpu.library(), cpu.library().ffi_threads_used,
                          x, values, indices, bias, targets, loss, scale, want)
     if path == "triton":
-        return _triton().loss_grads(x, values, indices, 1, bias, targets, loss, scale, want)
+        return _triton().loss_grads(x, values, indices, 1, bias, targets, loss_id(loss), scale, want)
     return reference_ffi_loss(x, values, indices, bias, targets, loss, scale, want)
 
 
@@ -238,7 +238,8 @@ def group_loss_grads(x, values, group_indices, group_size, bias, targets, loss="
         return _compiled("group_loss_step", lib, lib.group_threads_used, x, values, group_indices, bias,
                          targets, loss, scale, want, extra=(int(group_size),))
     if path == "triton":
-        return _triton().loss_grads(x, values, group_indices, int(group_size), bias, targets, loss, scale, want)
+        return _triton().loss_grads(x, values, group_indices, int(group_size), bias, targets, loss_id(loss), scale,
+                                    want)
     return reference_group_loss(x, values, group_indices, group_size, bias, targets, loss, scale, want)
 
 

@@ -2,7 +2,7 @@
 ``TRITON_INTERPRET=1`` on CPU tensors). One kernel of each serves ``ffi`` (``group_size`` 1) and
 ``ffi-group`` (label l reads the ids of row ``l // group_size``).
 
-    loss_grads(x, values, ids, group_size, bias, targets, loss, scale, want)
+    loss_grads(x, values, ids, group_size, bias, targets, loss_id, scale, want)
         scale · Σ_{b,l} loss(z[b, l], y[b, l]) and its gradients, z = fan-in scores + bias
     topk(x, values, ids, group_size, bias, k)
         the best k labels of every row of z, ranked as ``bench.ranking`` ranks them
@@ -10,10 +10,11 @@
 The loss step: one program owns ``BLOCK_L`` labels and walks the whole batch in ``BLOCK_B`` row
 blocks. Per block it gathers the scores (k gathers of inputs, as the forward kernel), reads the
 targets from the sparse label lists (each row's labels sorted once; a binary search finds the
-row's positives inside the label block, which are compared with the block's ids: no 0/1 matrix), applies the per-score loss (``LOSS`` 0: BCE, 1: squared hinge; the
-formulas of ``fused_loss.score_loss``) and runs the backward from the block in registers: the
-bias and value gradients of its own labels accumulate in the program (no atomics), the input
-gradient goes by fp32 atomics into ``[B, d]``. No ``[B, L]`` score or gradient is written.
+row's positives inside the label block, which are compared with the block's ids: no 0/1
+matrix), applies the per-score loss (``LOSS`` 0: BCE, 1: squared hinge; the formulas of
+``fused_loss.score_loss``) and runs the backward from the block in registers: the bias and
+value gradients of its own labels accumulate in the program (no atomics), the input gradient
+goes by fp32 atomics into ``[B, d]``. No ``[B, L]`` score or gradient is written.
 
 The top-k: one program per ``[BLOCK_B, BLOCK_L]`` tile scores it and keeps the tile's best K
 per row (K rounds of max, lowest id among equals; NaN first), writing ``[B, K]`` candidates per
@@ -34,7 +35,6 @@ from bench.kernels.native import kernel_ids
 from bench.ranking import select_chunk
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-LOSS_IDS = {"bce": 0, "squared_hinge": 1}  # csrc/loss.h's ids, the same per-score functions
 # the top-k tile: K ≤ SELECT_L (a tile holds at least K labels, so only the last tile pads)
 SELECT_B, SELECT_L = (16, 16) if INTERPRET else (32, 128)
 MAX_TOPK = SELECT_L
@@ -75,7 +75,8 @@ def _lower_bound(ptr, lo, hi, value, mask, STEPS: tl.constexpr):
 @triton.jit
 def _loss_kernel(x_ptr, v_ptr, idx_ptr, bias_ptr, indptr_ptr, labels_ptr, gv_ptr, gb_ptr, gx_ptr, part_ptr,
                  scale, B, L, k, d, G,
-                 SEARCH_STEPS: tl.constexpr, LOSS: tl.constexpr, HAS_BIAS: tl.constexpr, WANT_X: tl.constexpr, WANT_V: tl.constexpr,
+                 SEARCH_STEPS: tl.constexpr, LOSS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 WANT_X: tl.constexpr, WANT_V: tl.constexpr,
                  WANT_B: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_L: tl.constexpr):
     pid = tl.program_id(0)
     offs_l = pid * BLOCK_L + tl.arange(0, BLOCK_L)
@@ -182,10 +183,11 @@ def _sorted_rows(indptr: torch.Tensor, labels: torch.Tensor, num_labels: int) ->
 
 
 def loss_grads(x: torch.Tensor, values: torch.Tensor, ids: torch.Tensor, group_size: int, bias, targets,
-               loss: str = "bce", scale: float = 1.0, want=(True, True, True)):
+               loss_id: int = 0, scale: float = 1.0, want=(True, True, True)):
     """``(loss, grad_x | None, grad_values | None, grad_bias | None)`` of ``scale · Σ l(z, y)``;
-    ``ids`` are ``[L, k]`` (``group_size`` 1) or the groups' ``[ceil(L / g), k]``. Gradients in
-    float32."""
+    ``loss_id`` is the loss's id in ``bench.kernels.fused_loss.LOSSES`` (csrc/loss.h's: 0 BCE,
+    1 squared hinge); ``ids`` are ``[L, k]`` (``group_size`` 1) or the groups' ``[ceil(L / g), k]``.
+    Gradients in float32."""
     (batch, d), (num_labels, k) = x.shape, values.shape
     device = x.device
     x, v, idx, b = _operands(x, values, ids, bias)
@@ -201,7 +203,7 @@ def loss_grads(x: torch.Tensor, values: torch.Tensor, ids: torch.Tensor, group_s
         _loss[grid](x, v, idx, b, indptr, labels, grad_v, grad_b, grad_x, parts, float(scale),
                     # search steps: at least 5 (one compiled variant for up to 31 labels per row)
                     batch, num_labels, k, d, int(group_size), SEARCH_STEPS=max(5, max_pos.bit_length()),
-                    LOSS=LOSS_IDS[loss], HAS_BIAS=bias is not None, WANT_X=bool(want[0]), WANT_V=bool(want[1]),
+                    LOSS=int(loss_id), HAS_BIAS=bias is not None, WANT_X=bool(want[0]), WANT_V=bool(want[1]),
                     WANT_B=bool(want[2]), **_FIXED)
     total = parts.sum() * scale
     return total, grad_x if want[0] else None, grad_v if want[1] else None, grad_b if want[2] else None
@@ -228,7 +230,3 @@ def topk(x: torch.Tensor, values: torch.Tensor, ids: torch.Tensor, group_size: i
     best, columns = select_chunk(scores, K)
     return best, picked.gather(1, columns)
 
-
-def available(*tensors: torch.Tensor) -> bool:
-    """CUDA tensors (the kernels' home; the tests call them on CPU in the interpreter)."""
-    return all(t.is_cuda for t in tensors if t is not None)
